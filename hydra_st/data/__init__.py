@@ -1,0 +1,31 @@
+"""Retrieval datasets in the BEIR layout, loaded into typed objects."""
+
+from __future__ import annotations
+
+from hydra_st.data.beir import (
+    DatasetFormatError,
+    Document,
+    Qrels,
+    Query,
+    RetrievalDataset,
+    available_splits,
+    load_beir_folder,
+    load_corpus,
+    load_dataset,
+    load_qrels,
+    load_queries,
+)
+
+__all__ = [
+    "DatasetFormatError",
+    "Document",
+    "Qrels",
+    "Query",
+    "RetrievalDataset",
+    "available_splits",
+    "load_beir_folder",
+    "load_corpus",
+    "load_dataset",
+    "load_qrels",
+    "load_queries",
+]

@@ -1,0 +1,18 @@
+"""Evaluation: IR metrics (through ir_measures / pytrec_eval), TREC run files and result tables."""
+
+from __future__ import annotations
+
+from hydra_st.evaluation.metrics import DEFAULT_METRICS, EvaluationResult, evaluate_run, parse_metric
+from hydra_st.evaluation.runs import RunFormatError, read_trec_run, write_trec_run
+from hydra_st.evaluation.tables import format_table
+
+__all__ = [
+    "DEFAULT_METRICS",
+    "EvaluationResult",
+    "RunFormatError",
+    "evaluate_run",
+    "format_table",
+    "parse_metric",
+    "read_trec_run",
+    "write_trec_run",
+]

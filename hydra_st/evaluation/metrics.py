@@ -1,0 +1,117 @@
+"""IR metrics computed by ir_measures on top of pytrec_eval (trec_eval's own code); no metric math here.
+
+Metric names are case-insensitive: ``ndcg@10``, ``mrr@10`` (reciprocal rank within the top 10), ``recall@100``,
+``map`` (mean average precision over the whole run), ``map@100``, ``precision@10``, or any ir_measures
+name such as ``nDCG@10``, ``RR@10``, ``R@100``, ``AP``, ``P@10``.
+
+Aggregates are means over **every judged query of the split**: a judged query missing from the run (for
+example a BM25 query that shares no term with the corpus) counts as 0, as ``trec_eval -c`` does, instead
+of silently shrinking the denominator.
+
+Example:
+    >>> qrels = {"q1": {"d1": 1, "d3": 0}, "q2": {"d2": 1}}
+    >>> run = {"q1": {"d1": 2.0, "d2": 1.0}, "q2": {"d1": 3.0, "d2": 1.0}}
+    >>> result = evaluate_run(qrels, run, metrics=["mrr@10", "recall@1"])
+    >>> result.aggregate
+    {'mrr@10': 0.75, 'recall@1': 0.5}
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra_st.utils.io import atomic_write_json
+
+DEFAULT_METRICS = ("ndcg@10", "mrr@10", "recall@100", "map")
+
+_ALIASES = {
+    "ndcg": "nDCG",
+    "mrr": "RR",
+    "rr": "RR",
+    "recall": "R",
+    "r": "R",
+    "map": "AP",
+    "ap": "AP",
+    "precision": "P",
+    "p": "P",
+}
+
+
+def parse_metric(name: str) -> Any:
+    """Turn a metric name into an ir_measures measure (``"ndcg@10"`` → ``nDCG@10``)."""
+    import ir_measures
+
+    match = re.fullmatch(r"\s*([A-Za-z_]+)\s*(?:@\s*(\d+))?\s*", name)
+    if match is None:
+        raise ValueError(f"cannot parse metric {name!r}; use names like 'ndcg@10', 'mrr@10', 'recall@100', 'map'")
+    base, cutoff = match.group(1), match.group(2)
+    canonical = _ALIASES.get(base.lower(), base)
+    try:
+        return ir_measures.parse_measure(f"{canonical}@{cutoff}" if cutoff else canonical)
+    except (NameError, ValueError, TypeError) as exc:
+        raise ValueError(f"unknown metric {name!r}: {exc}") from exc
+
+
+@dataclass
+class EvaluationResult:
+    """Per-query and aggregate metric values of one run.
+
+    Attributes:
+        aggregate: metric name → mean over the judged queries.
+        per_query: query id → metric name → value.
+        num_queries: how many judged queries the means are over.
+    """
+
+    aggregate: dict[str, float]
+    per_query: dict[str, dict[str, float]] = field(default_factory=dict)
+    num_queries: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (aggregate, per-query values, metadata)."""
+        return {
+            "aggregate": self.aggregate,
+            "num_queries": self.num_queries,
+            "metadata": self.metadata,
+            "per_query": self.per_query,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`to_json` to ``path`` atomically."""
+        atomic_write_json(path, self.to_json())
+
+
+def evaluate_run(
+    qrels: Mapping[str, Mapping[str, int]],
+    run: Mapping[str, Mapping[str, float]],
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    metadata: dict[str, Any] | None = None,
+) -> EvaluationResult:
+    """Score ``run`` against ``qrels``.
+
+    Args:
+        qrels: ``{query_id: {doc_id: grade}}``; only these queries are evaluated.
+        run: ``{query_id: {doc_id: score}}``; queries without judgments are ignored.
+        metrics: metric names (see the module docstring).
+        metadata: stored with the result (dataset, retriever, settings...).
+    """
+    import ir_measures
+
+    if not qrels:
+        raise ValueError("qrels are empty: nothing to evaluate against")
+    names = list(metrics)
+    measures = [parse_metric(m) for m in names]
+    by_measure = {str(m): n for m, n in zip(measures, names, strict=True)}
+    judged = {str(q): {str(d): int(g) for d, g in docs.items()} for q, docs in qrels.items()}
+    scored = {str(q): {str(d): float(s) for d, s in docs.items()} for q, docs in run.items() if q in judged and docs}
+    per_query: dict[str, dict[str, float]] = {qid: dict.fromkeys(names, 0.0) for qid in judged}
+    if scored:
+        for metric in ir_measures.iter_calc(measures, judged, scored):
+            per_query[metric.query_id][by_measure[str(metric.measure)]] = float(metric.value)
+    n = len(per_query)
+    aggregate = {name: sum(values[name] for values in per_query.values()) / n for name in names}
+    return EvaluationResult(aggregate=aggregate, per_query=per_query, num_queries=n, metadata=dict(metadata or {}))

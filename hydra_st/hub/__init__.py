@@ -1,0 +1,7 @@
+"""Hugging Face Hub helpers: offline availability of the base model."""
+
+from __future__ import annotations
+
+from hydra_st.hub.offline import ensure_base_model, load_base_model
+
+__all__ = ["ensure_base_model", "load_base_model"]
