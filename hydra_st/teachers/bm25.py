@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -57,6 +58,9 @@ class BM25Teacher:
 
     def _tokenize(self, texts: Sequence[str]):
         import bm25s
+
+        # bm25s sets its own logger to DEBUG at import, which floods any application log; keep it at WARNING.
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
 
         return bm25s.tokenize(
             list(texts), stopwords=self.stopwords, stemmer=self._stemmer, show_progress=self.show_progress_bar

