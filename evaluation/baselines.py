@@ -46,11 +46,17 @@ def main() -> None:
             _, result = suite.evaluate(retriever, metrics=METRICS)
             results[name][retriever] = result.aggregate
             rows[f"{name} / {retriever}"] = {"queries": str(result.num_queries), **result.aggregate}
-            print(f"{name:20s} {retriever:6s} " + "  ".join(f"{m}={v:.4f}" for m, v in result.aggregate.items()), flush=True)
+            print(
+                f"{name:20s} {retriever:6s} " + "  ".join(f"{m}={v:.4f}" for m, v in result.aggregate.items()),
+                flush=True,
+            )
         ndcg = {r: results[name][r]["ndcg@10"] for r in results[name]}
         if name in BM25_TARGET:
             ok = ndcg["bm25"] >= BM25_TARGET[name]
-            checks.append(f"- {name}: BM25 nDCG@10 {ndcg['bm25']:.4f} (target ≥ {BM25_TARGET[name]:.3f}: {'met' if ok else 'MISSED'})")
+            checks.append(
+                f"- {name}: BM25 nDCG@10 {ndcg['bm25']:.4f} "
+                f"(target ≥ {BM25_TARGET[name]:.3f}: {'met' if ok else 'MISSED'})"
+            )
         if name in PUBLISHED_DENSE:
             gap = ndcg["dense"] - PUBLISHED_DENSE[name]
             ok = abs(gap) <= 0.005

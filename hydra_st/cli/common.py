@@ -8,6 +8,10 @@ import argparse
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     """``--data-dir`` and ``--cache-dir``."""
     parser.add_argument(
-        "--data-dir", default=None, help="folder holding BEIR-layout datasets (default: $HYDRA_ST_DATA_DIR or the cache)"
+        "--data-dir",
+        default=None,
+        help="folder holding BEIR-layout datasets (default: $HYDRA_ST_DATA_DIR or the cache)",
     )
-    parser.add_argument("--cache-dir", default=None, help="cache for embeddings and models (default: $HYDRA_ST_CACHE_DIR)")
+    parser.add_argument(
+        "--cache-dir", default=None, help="cache for embeddings and models (default: $HYDRA_ST_CACHE_DIR)"
+    )

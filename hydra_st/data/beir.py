@@ -152,7 +152,9 @@ def load_corpus(path: str | os.PathLike[str]) -> dict[str, Document]:
     for lineno, record in _iter_jsonl(path):
         doc_id = _field(record, "_id", path, lineno)
         if doc_id in corpus:
-            raise DatasetFormatError(path, f"duplicate document id {doc_id!r} (first on line {first_seen[doc_id]})", lineno)
+            raise DatasetFormatError(
+                path, f"duplicate document id {doc_id!r} (first on line {first_seen[doc_id]})", lineno
+            )
         title = _field(record, "title", path, lineno, required=False)
         text = _field(record, "text", path, lineno)
         corpus[doc_id] = Document(doc_id, title, text)
@@ -168,7 +170,9 @@ def load_queries(path: str | os.PathLike[str]) -> dict[str, Query]:
     for lineno, record in _iter_jsonl(path):
         query_id = _field(record, "_id", path, lineno)
         if query_id in queries:
-            raise DatasetFormatError(path, f"duplicate query id {query_id!r} (first on line {first_seen[query_id]})", lineno)
+            raise DatasetFormatError(
+                path, f"duplicate query id {query_id!r} (first on line {first_seen[query_id]})", lineno
+            )
         queries[query_id] = Query(query_id, _field(record, "text", path, lineno))
         first_seen[query_id] = lineno
     return queries
@@ -209,11 +213,15 @@ def load_qrels(path: str | os.PathLike[str]) -> Qrels:
 def _check_qrels_ids(qrels_path: Path, qrels: Qrels, corpus: dict[str, Document], queries: dict[str, Query]) -> None:
     for query_id, judged in qrels.items():
         if query_id not in queries:
-            raise DatasetFormatError(qrels_path, f"query-id {query_id!r} is not in queries.jsonl", _find_line(qrels_path, query_id, 0))
+            raise DatasetFormatError(
+                qrels_path, f"query-id {query_id!r} is not in queries.jsonl", _find_line(qrels_path, query_id, 0)
+            )
         for doc_id in judged:
             if doc_id not in corpus:
                 raise DatasetFormatError(
-                    qrels_path, f"corpus-id {doc_id!r} (query {query_id!r}) is not in corpus.jsonl", _find_line(qrels_path, doc_id, 1)
+                    qrels_path,
+                    f"corpus-id {doc_id!r} (query {query_id!r}) is not in corpus.jsonl",
+                    _find_line(qrels_path, doc_id, 1),
                 )
 
 
@@ -226,7 +234,9 @@ def _find_line(path: Path, value: str, column: int) -> int | None:
     return None
 
 
-def available_splits(name_or_path: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None) -> list[str]:
+def available_splits(
+    name_or_path: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None
+) -> list[str]:
     """The qrels splits a dataset folder has, e.g. ``["dev", "test", "train"]``."""
     folder = resolve_dataset_folder(name_or_path, data_dir, download=False)
     return sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))

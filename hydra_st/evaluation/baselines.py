@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hydra_st.data import RetrievalDataset, load_dataset
 from hydra_st.evaluation.metrics import DEFAULT_METRICS, EvaluationResult, evaluate_run
@@ -49,7 +49,9 @@ class BaselineSuite:
     _runs: dict[str, Run] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
-    def for_dataset(cls, name: str, split: str = "test", data_dir: str | os.PathLike[str] | None = None, **kwargs) -> BaselineSuite:
+    def for_dataset(
+        cls, name: str, split: str = "test", data_dir: str | os.PathLike[str] | None = None, **kwargs
+    ) -> BaselineSuite:
         """Load ``name``/``split`` from the data dir and wrap it."""
         return cls(dataset=load_dataset(name, split=split, data_dir=data_dir), **kwargs)
 
@@ -90,7 +92,9 @@ class BaselineSuite:
     def evaluate(self, retriever: str, metrics: Sequence[str] = DEFAULT_METRICS) -> tuple[Run, EvaluationResult]:
         """Run ``retriever`` and score it on the split's qrels."""
         run = self.run(retriever)
-        settings = {"rrf_k": self.rrf_k, "rrf_depth": self.rrf_depth} if retriever == "rrf" else {"top_k": self.top_k}
+        settings: dict[str, Any] = (
+            {"rrf_k": self.rrf_k, "rrf_depth": self.rrf_depth} if retriever == "rrf" else {"top_k": self.top_k}
+        )
         if retriever == "bm25":
             settings["bm25"] = repr(self.bm25)
         if retriever in ("dense", "rrf"):

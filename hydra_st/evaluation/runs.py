@@ -14,7 +14,9 @@ class RunFormatError(ValueError):
     """A TREC run file is malformed; the message names the file and line."""
 
 
-def write_trec_run(run: Mapping[str, Mapping[str, float]], path: str | os.PathLike[str], tag: str = "hydra_st") -> None:
+def write_trec_run(
+    run: Mapping[str, Mapping[str, float]], path: str | os.PathLike[str], tag: str = "hydra_st"
+) -> None:
     """Write ``run`` as a TREC run file, atomically, ranks by descending score (ties by doc id).
 
     Example:

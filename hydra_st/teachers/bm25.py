@@ -98,5 +98,7 @@ class BM25Teacher:
         run: Run = {}
         for row, qid in enumerate(qids):
             keep = np.asarray(scores[row]) > 0
-            run[qid] = {self.doc_ids[int(i)]: float(s) for i, s in zip(docs[row][keep], scores[row][keep], strict=True)}
+            run[qid] = {
+                self.doc_ids[int(i)]: float(s) for i, s in zip(docs[row][keep], scores[row][keep], strict=True)
+            }
         return run

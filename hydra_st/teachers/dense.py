@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -62,7 +62,7 @@ class DenseTeacher:
         self.batch_size = batch_size
         self.show_progress_bar = show_progress_bar
         self._model_fingerprint: str | None = None
-        self._faiss_index = None
+        self._faiss_index: Any = None
         self.doc_ids: list[str] = []
 
     @property
@@ -87,7 +87,9 @@ class DenseTeacher:
                 embeddings = load_numpy(path)
                 if embeddings.shape[0] == len(doc_ids):
                     return embeddings
-                logger.warning("%s holds %d rows for %d documents; re-encoding", path, embeddings.shape[0], len(doc_ids))
+                logger.warning(
+                    "%s holds %d rows for %d documents; re-encoding", path, embeddings.shape[0], len(doc_ids)
+                )
             except ValueError as exc:
                 logger.warning("%s; re-encoding", exc)
         embeddings = self.model.encode_document(
@@ -108,7 +110,11 @@ class DenseTeacher:
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised query embeddings ``[n_queries, dim]`` (float32)."""
         return self.model.encode_query(
-            list(texts), batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True, normalize_embeddings=True
+            list(texts),
+            batch_size=self.batch_size,
+            show_progress_bar=False,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
         ).astype(np.float32, copy=False)
 
     def index(self, doc_ids: Sequence[str], doc_texts: Sequence[str]) -> DenseTeacher:
@@ -129,7 +135,9 @@ class DenseTeacher:
         if not queries:
             return {}
         qids = list(queries)
-        scores, idx = self._faiss_index.search(self.encode_queries([queries[q] for q in qids]), min(top_k, len(self.doc_ids)))
+        scores, idx = self._faiss_index.search(
+            self.encode_queries([queries[q] for q in qids]), min(top_k, len(self.doc_ids))
+        )
         return {
             qid: {self.doc_ids[int(i)]: float(s) for i, s in zip(idx[row], scores[row], strict=True) if i >= 0}
             for row, qid in enumerate(qids)

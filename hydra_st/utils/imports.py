@@ -25,4 +25,6 @@ def require(module: str, extra: str | None = None) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         hint = f'pip install "hydra_st[{extra}]"' if extra else _HINTS.get(module, f"pip install {module}")
-        raise ImportError(f"{module} is needed for this feature but is not installed. Install it with: {hint}") from exc
+        raise ImportError(
+            f"{module} is needed for this feature but is not installed. Install it with: {hint}"
+        ) from exc

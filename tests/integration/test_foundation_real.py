@@ -63,7 +63,9 @@ def test_dense_cache_is_reused_across_teachers(beir_data_dir: Path, minilm) -> N
     np.testing.assert_array_equal(second.encode_corpus(ds.doc_ids, ds.doc_texts), embeddings)
 
 
-def test_cli_evaluate_writes_runs_and_results(beir_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_evaluate_writes_runs_and_results(
+    beir_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     code = main(
         ["evaluate", "--dataset", "adi", "--retriever", "bm25", "rrf", "--data-dir", str(beir_data_dir),
          "--output-dir", str(tmp_path)]

@@ -49,7 +49,10 @@ def test_missing_split_lists_available(toy_dataset_dir: Path) -> None:
 
 def _corrupt(tmp_path: Path, corpus=None, queries=None, qrels=None) -> Path:
     return write_beir_folder(
-        tmp_path / "bad", corpus or TOY_CORPUS, queries or TOY_QUERIES, {"test": qrels if qrels is not None else TOY_QRELS}
+        tmp_path / "bad",
+        corpus or TOY_CORPUS,
+        queries or TOY_QUERIES,
+        {"test": qrels if qrels is not None else TOY_QRELS},
     )
 
 
@@ -69,7 +72,10 @@ def test_bad_json_line_names_file_and_line(tmp_path: Path) -> None:
         ([{"title": "no id", "text": "x"}], r"corpus\.jsonl:1: missing field '_id'"),
         ([{"_id": "a", "title": "t"}], r"corpus\.jsonl:1: missing field 'text'"),
         ([{"_id": "a", "text": 3}], r"corpus\.jsonl:1: field 'text' must be a string"),
-        ([{"_id": "a", "text": "x"}, {"_id": "a", "text": "y"}], r"corpus\.jsonl:2: duplicate document id 'a' \(first on line 1\)"),
+        (
+            [{"_id": "a", "text": "x"}, {"_id": "a", "text": "y"}],
+            r"corpus\.jsonl:2: duplicate document id 'a' \(first on line 1\)",
+        ),
         (["[1, 2]"], r"corpus\.jsonl:1: expected a JSON object"),
     ],
 )
@@ -100,7 +106,10 @@ def test_missing_query_text(tmp_path: Path) -> None:
         ("query-id\tcorpus-id\tscore\nq1\td1\n", r"test\.tsv:2: expected 3 tab-separated columns"),
         ("query-id\tcorpus-id\tscore\nq1\td1\thigh\n", r"test\.tsv:2: score 'high' is not an integer"),
         ("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td1\t0\n", r"test\.tsv:3: duplicate judgment for \('q1', 'd1'\)"),
-        ("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td99\t1\n", r"test\.tsv:3: corpus-id 'd99' \(query 'q1'\) is not in corpus"),
+        (
+            "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td99\t1\n",
+            r"test\.tsv:3: corpus-id 'd99' \(query 'q1'\) is not in corpus",
+        ),
         ("query-id\tcorpus-id\tscore\nq1\td1\t1\nq77\td1\t1\n", r"test\.tsv:3: query-id 'q77' is not in queries"),
     ],
 )
