@@ -1,0 +1,35 @@
+"""Bundled task cards, one per dataset under the shared BEIR data folder.
+
+Each card was written from what its dataset is (its README and a look at its texts), never tuned on scores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_CARD_DIR = Path(__file__).resolve().parent
+
+
+def available_cards() -> list[str]:
+    """Names of the bundled cards, sorted."""
+    return sorted(p.stem for p in _CARD_DIR.glob("*.yaml"))
+
+
+def card_path(name: str) -> Path:
+    """Path of the bundled card ``name``."""
+    path = _CARD_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise KeyError(f"no bundled task card {name!r}; available: {', '.join(available_cards())}")
+    return path
+
+
+def load_card(name: str):  # -> TaskCard (import kept local: the card module imports this one lazily)
+    """Load the bundled card ``name``.
+
+    Example:
+        >>> load_card("scifact").name
+        'scifact'
+    """
+    from hydra_st.hydra.task_card import TaskCard
+
+    return TaskCard.load(card_path(name))

@@ -1,0 +1,173 @@
+"""Per-task evaluation of Hydra against its teachers and controls.
+
+Systems per task: BM25, the base model, the RRF(BM25, base) teacher, Hydra with the task's card, Hydra with
+another task's card (the control that shows the card matters), and Hydra leave-one-task-out (a hypernet trained
+without the task, given only its card). Metrics: nDCG@10, MRR@10, Recall@100 (pytrec_eval through the
+foundation's :func:`~hydra_st.evaluation.evaluate_run`). Hydra is scored on the base model's cached corpus
+embeddings with the generated head applied, which equals ``model.encode_document(..., task_card=card)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from hydra_st.evaluation import evaluate_run
+from hydra_st.teachers import BM25Teacher, reciprocal_rank_fusion
+
+from .generator import apply_head
+from .preferences import dense_run
+
+METRICS = ("ndcg@10", "mrr@10", "recall@100")
+SYSTEMS = ("bm25", "base", "rrf_teacher", "hydra", "hydra_wrong_card", "hydra_loto")
+
+
+@torch.no_grad()
+def hydra_run(
+    model: Any,
+    card: Any,
+    query_ids: list[str],
+    query_emb: np.ndarray,
+    doc_ids: list[str],
+    doc_emb: np.ndarray,
+    top_k: int = 100,
+) -> dict[str, dict[str, float]]:
+    """Rank documents for queries with the head generated from ``card`` (on cached base embeddings)."""
+    head = model.head
+    head.eval()
+    params = {k: v.float().cpu() for k, v in head.compile(card).items()}
+    q = apply_head(params, torch.from_numpy(np.asarray(query_emb, dtype=np.float32)), layer_norm=head.layer_norm)
+    d = apply_head(params, torch.from_numpy(np.asarray(doc_emb, dtype=np.float32)), layer_norm=head.layer_norm)
+    return dense_run(q.numpy(), query_ids, d.numpy(), doc_ids, top_k=top_k)
+
+
+def wrong_card_for(name: str, names: Sequence[str]) -> str:
+    """The control card for task ``name``: the next task's card in sorted order (deterministic)."""
+    order = sorted(names)
+    if len(order) < 2:
+        raise ValueError("the wrong-card control needs at least two tasks")
+    return order[(order.index(name) + 1) % len(order)]
+
+
+def _scores(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
+    return dict(evaluate_run(qrels, run, metrics=METRICS).aggregate)
+
+
+def evaluate_task(
+    task: Any,
+    model: Any,
+    cards: dict[str, Any],
+    loto_model: Any | None = None,
+    bm25_factory: Callable[[], Any] = BM25Teacher,
+    systems: Sequence[str] = SYSTEMS,
+) -> dict[str, dict[str, float]]:
+    """Metrics of every system on ``task``'s test queries: ``{system: {metric: value}}``.
+
+    Args:
+        task: :class:`~hydra_st.hydra.tasks.TaskData` with its ``test`` split loaded.
+        model: The trained Hydra model.
+        cards: Card per task name (for the wrong-card control).
+        loto_model: A Hydra trained without this task (None: the LOTO row is skipped).
+        bm25_factory: Builds the BM25 teacher.
+        systems: Which systems to score.
+    """
+    test = task.test
+    if not len(test):
+        raise ValueError(f"{task.name}: no test queries loaded (build the task with with_test=True)")
+    out: dict[str, dict[str, float]] = {}
+    base = dense_run(test.embeddings, test.ids, task.doc_embeddings, task.doc_ids, top_k=100)
+    if "bm25" in systems or "rrf_teacher" in systems:
+        bm25 = bm25_factory().index(task.doc_ids, task.doc_texts).search(test.as_dict(), top_k=100)
+        if "bm25" in systems:
+            out["bm25"] = _scores(test.qrels, bm25)
+        if "rrf_teacher" in systems:
+            out["rrf_teacher"] = _scores(test.qrels, reciprocal_rank_fusion([bm25, base], k=60, depth=100, top_k=100))
+    if "base" in systems:
+        out["base"] = _scores(test.qrels, base)
+    args = (test.ids, test.embeddings, task.doc_ids, task.doc_embeddings)
+    if "hydra" in systems:
+        out["hydra"] = _scores(test.qrels, hydra_run(model, task.card, *args))
+    if "hydra_wrong_card" in systems and len(cards) > 1:
+        wrong = wrong_card_for(task.name, list(cards))
+        out["hydra_wrong_card"] = {**_scores(test.qrels, hydra_run(model, cards[wrong], *args))}
+    if "hydra_loto" in systems and loto_model is not None:
+        out["hydra_loto"] = _scores(test.qrels, hydra_run(loto_model, task.card, *args))
+    return out
+
+
+def dev_score(model: Any, tasks: Sequence[Any]) -> float:
+    """Mean dev nDCG@10 of Hydra with each task's own card (dev queries only: never test)."""
+    values = []
+    for task in tasks:
+        if not len(task.dev):
+            continue
+        run = hydra_run(model, task.card, task.dev.ids, task.dev.embeddings, task.doc_ids, task.doc_embeddings)
+        values.append(evaluate_run(task.dev.qrels, run, metrics=("ndcg@10",)).aggregate["ndcg@10"])
+    if not values:
+        raise ValueError("no task has dev queries")
+    return float(np.mean(values))
+
+
+DEV_AGGREGATES = ("mean", "min", "penalized")
+
+
+def dev_gains(model: Any, tasks: Sequence[Any], base_dev: dict[str, float]) -> dict[str, float]:
+    """Dev nDCG@10 gain over the base model, per task (dev queries only: never test)."""
+    gains = {}
+    for task in tasks:
+        if task.name not in base_dev:
+            continue
+        run = hydra_run(model, task.card, task.dev.ids, task.dev.embeddings, task.doc_ids, task.doc_embeddings)
+        score = evaluate_run(task.dev.qrels, run, metrics=("ndcg@10",)).aggregate["ndcg@10"]
+        gains[task.name] = score - base_dev[task.name]
+    return gains
+
+
+def aggregate_gains(gains: dict[str, float], aggregate: str = "penalized") -> float:
+    """One model-selection score from per-task dev gains.
+
+    ``"mean"``: mean gain; ``"min"``: the worst task's gain; ``"penalized"``: mean gain plus the mean of the
+    losses (negative gains count twice), which prefers states that help on average without hurting any task much.
+    """
+    if aggregate not in DEV_AGGREGATES:
+        raise ValueError(f"aggregate must be one of {DEV_AGGREGATES}, got {aggregate!r}")
+    if not gains:
+        raise ValueError("no task has dev queries")
+    values = np.array(list(gains.values()))
+    if aggregate == "mean":
+        return float(values.mean())
+    if aggregate == "min":
+        return float(values.min())
+    return float(values.mean() + np.minimum(values, 0).mean())
+
+
+def dev_gain(model: Any, tasks: Sequence[Any], base_dev: dict[str, float], aggregate: str = "penalized") -> float:
+    """:func:`aggregate_gains` of :func:`dev_gains`."""
+    return aggregate_gains(dev_gains(model, tasks, base_dev), aggregate)
+
+
+def base_dev_scores(tasks: Sequence[Any]) -> dict[str, float]:
+    """Dev nDCG@10 of the base model per task."""
+    out = {}
+    for task in tasks:
+        if len(task.dev):
+            run = dense_run(task.dev.embeddings, task.dev.ids, task.doc_embeddings, task.doc_ids, top_k=100)
+            out[task.name] = evaluate_run(task.dev.qrels, run, metrics=("ndcg@10",)).aggregate["ndcg@10"]
+    return out
+
+
+def results_table(results: dict[str, dict[str, dict[str, float]]], metric: str = "ndcg@10") -> str:
+    """Markdown table: one row per task, one column per system, plus the mean row."""
+    systems = [s for s in SYSTEMS if any(s in r for r in results.values())]
+    lines = [f"| task ({metric}) | " + " | ".join(systems) + " |", "|---|" + "---|" * len(systems)]
+    for name, res in results.items():
+        lines.append(f"| {name} | " + " | ".join(f"{res[s][metric]:.4f}" if s in res else "–" for s in systems) + " |")
+    means = []
+    for s in systems:
+        vals = [r[s][metric] for r in results.values() if s in r]
+        means.append(f"{np.mean(vals):.4f}" if len(vals) == len(results) else "–")
+    lines.append("| **mean** | " + " | ".join(means) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,111 @@
+"""Hydra: a SentenceTransformer whose last module is a task-card-conditioned projection head."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sentence_transformers import SentenceTransformer
+
+from .modules import REMOTE_CLASS_REF, HydraHead, rewrite_module_types
+
+_OWN_CLASS_REFS = {REMOTE_CLASS_REF, f"{HydraHead.__module__}.HydraHead", "hydra_st.hydra.modules.HydraHead"}
+
+
+class Hydra(SentenceTransformer):
+    """A frozen base encoder plus a :class:`HydraHead` whose projection is generated from a task card.
+
+    Load a saved model with ``Hydra(path)`` (no ``trust_remote_code`` needed: this class resolves its own
+    module) or build a fresh one with :meth:`from_base`. Pass the card at encode time. A saved model also loads
+    with ``SentenceTransformer(path, trust_remote_code=True)`` through the ``hydra_head.py`` at its root.
+
+    Example:
+        >>> from hydra_st import Hydra, TaskCard
+        >>> model = Hydra.from_base()  # doctest: +SKIP
+        >>> card = TaskCard.load("hydra_st/hydra/cards/scifact.yaml")  # doctest: +SKIP
+        >>> model.encode_query(["Aspirin prevents heart attacks."], task_card=card).shape  # doctest: +SKIP
+        (1, 256)
+    """
+
+    def _load_module_class_from_ref(self, class_ref: str, *args: Any, **kwargs: Any) -> type:
+        if class_ref in _OWN_CLASS_REFS:
+            return HydraHead
+        return super()._load_module_class_from_ref(class_ref, *args, **kwargs)
+
+    @classmethod
+    def from_base(
+        cls,
+        base: SentenceTransformer | str | None = None,
+        out_dim: int = 256,
+        cond_dim: int = 64,
+        rank: int = 4,
+        hidden_dim: int = 128,
+        layer_norm: bool = True,
+        device: str = "cpu",
+    ) -> Hydra:
+        """Build an (untrained) Hydra on a frozen base model.
+
+        Args:
+            base: A SentenceTransformer, a model id/path, or None for the offline all-MiniLM-L6-v2.
+            out_dim: Head output dimension.
+            cond_dim: Conditioning vector dimension.
+            rank: Rank of the card-dependent update of the head's weight.
+            hidden_dim: Hidden size of the card encoder.
+            layer_norm: Use LayerNorm with generated scale/shift in the head.
+            device: Device to put the model on.
+        """
+        if base is None or isinstance(base, str):
+            from hydra_st.hub.offline import load_base_model
+
+            base = load_base_model(base, device=device) if base else load_base_model(device=device)
+        modules = [m for m in base._modules.values() if not isinstance(m, HydraHead)]
+        in_dim = None
+        for module in reversed(modules):
+            method = getattr(module, "get_embedding_dimension", None) or getattr(
+                module, "get_word_embedding_dimension", None
+            )
+            if callable(method) and (in_dim := method()) is not None:
+                break
+        if in_dim is None:
+            raise ValueError("the base model does not report its embedding dimension; add a Pooling module")
+        head = HydraHead(
+            in_dim=in_dim, out_dim=out_dim, cond_dim=cond_dim, rank=rank, hidden_dim=hidden_dim, layer_norm=layer_norm
+        )
+        model = cls(modules=[*modules, head], device=device, similarity_fn_name="cosine")
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in head.parameters():
+            p.requires_grad_(True)
+        return model
+
+    @property
+    def head(self) -> HydraHead:
+        """The model's :class:`HydraHead` (its last module)."""
+        last = list(self._modules.values())[-1]
+        if not isinstance(last, HydraHead):
+            raise TypeError(f"the last module of this Hydra model is {type(last).__name__}, not HydraHead")
+        return last
+
+    def base_modules(self) -> list[Any]:
+        """The frozen modules before the head."""
+        return list(self._modules.values())[:-1]
+
+    def save(
+        self,
+        path: str,
+        model_name: str | None = None,
+        create_model_card: bool = True,
+        train_datasets: list[str] | None = None,
+        safe_serialization: bool = True,
+    ) -> None:
+        """Save with safetensors; the head's class is recorded as ``hydra_head.HydraHead`` (root remote code)."""
+        if not safe_serialization:
+            raise ValueError("Hydra saves safetensors only; drop safe_serialization=False")
+        super().save(path, model_name=model_name, create_model_card=False, train_datasets=train_datasets)
+        rewrite_module_types(path)
+        if create_model_card:
+            from .model_card import write_model_card
+
+            write_model_card(self, path, model_name=model_name)
+
+    def save_pretrained(self, path: str, *args: Any, **kwargs: Any) -> None:  # noqa: D102
+        self.save(path, *args, **kwargs)

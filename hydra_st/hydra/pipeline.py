@@ -1,0 +1,160 @@
+"""End-to-end Hydra pipeline: tasks → preferences → training → per-task evaluation → saved model.
+
+Used by ``hydra-st quickstart``, ``evaluation/hydra_eval.py`` and the training recipes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra_st.utils.io import atomic_write_json, atomic_write_text
+
+from .evaluate import aggregate_gains, base_dev_scores, dev_gains, evaluate_task, results_table
+from .model import Hydra
+from .preferences import PreferenceConfig, task_preferences
+from .tasks import QueryEmbeddingCache, TaskData, build_task
+from .trainer import HydraTrainer, TrainingConfig
+
+logger = logging.getLogger(__name__)
+
+QUICKSTART_TASKS = ("scifact", "nfcorpus", "cranfield", "med", "cacm", "adi")
+ALL_TASKS = ("scifact", "nfcorpus", "cranfield", "med", "cacm", "vaswani", "adi", "msmarco-dl19-subset")
+
+
+@dataclass
+class PipelineConfig:
+    """What to train on and how.
+
+    Args:
+        tasks: Dataset names (folders under the data dir) to train and evaluate on.
+        out_dim: Head output dimension (384 with an identity-initialised W0: measured, a 256-d head loses up to
+            1.3 nDCG@10 points on nfcorpus; see evaluation/results/hydra.md).
+        rank: Rank of the card-dependent update.
+        n_pseudo: Pseudo-queries per task without a train split.
+        preferences: Pair sampling.
+        training: Trainer hyper-parameters.
+        loto: Also train one leave-one-task-out hypernet per task.
+        dev_aggregate: Model selection on per-task dev gains over the base (see
+            :func:`~hydra_st.hydra.evaluate.aggregate_gains`): ``"mean"``, ``"min"`` or ``"penalized"``.
+    """
+
+    tasks: Sequence[str] = QUICKSTART_TASKS
+    out_dim: int = 384
+    rank: int = 4
+    n_pseudo: int = 400
+    preferences: PreferenceConfig = field(default_factory=PreferenceConfig)
+    training: TrainingConfig = field(default_factory=lambda: TrainingConfig(init="identity", epochs=3, eval_every=40))
+    loto: bool = True
+    dev_aggregate: str = "penalized"
+
+
+def load_tasks(
+    names: Sequence[str],
+    base: Any,
+    data_dir: str | None = None,
+    cache_dir: str | None = None,
+    n_pseudo: int = 400,
+    seed: int = 0,
+    show_progress_bar: bool = True,
+) -> list[TaskData]:
+    """Build :class:`TaskData` for each name (corpus embeddings from the foundation's cache)."""
+    from tqdm.auto import tqdm
+
+    from hydra_st.teachers import DenseTeacher
+
+    teacher = DenseTeacher(base, cache_dir=cache_dir, show_progress_bar=show_progress_bar)
+    qcache = QueryEmbeddingCache(base, teacher.model_fingerprint, cache_dir)
+    tasks = []
+    for name in tqdm(list(names), desc="hydra tasks", disable=not show_progress_bar):
+        tasks.append(build_task(name, teacher, qcache, data_dir=data_dir, n_pseudo=n_pseudo, seed=seed))
+    return tasks
+
+
+def train_model(
+    base: Any,
+    tasks: Sequence[TaskData],
+    config: PipelineConfig,
+    cache_dir: str | None = None,
+    output_dir: str | Path | None = None,
+    show_progress_bar: bool = True,
+    resume_from: str | Path | None = None,
+) -> tuple[Hydra, dict[str, Any]]:
+    """Build preferences, then train a fresh hypernet on ``tasks`` (or resume); returns the model and a summary."""
+    from hydra_st.teachers import BM25Teacher
+
+    model = Hydra.from_base(base, out_dim=config.out_dim, rank=config.rank)
+    prefs = {t.name: task_preferences(t, BM25Teacher, config.preferences, cache_dir) for t in tasks}
+    base_dev = base_dev_scores(tasks)
+    training = TrainingConfig(**{**asdict(config.training), "show_progress_bar": show_progress_bar})
+    trainer = HydraTrainer(
+        model,
+        list(tasks),
+        prefs,
+        training,
+        output_dir=output_dir,
+        dev_evaluator=lambda m: dev_gains(m, tasks, base_dev),
+        dev_aggregate=lambda g: aggregate_gains(g, config.dev_aggregate),
+    )
+    summary = trainer.train(resume_from=resume_from)
+    summary["base_dev"] = base_dev
+    return model, summary
+
+
+def run_pipeline(
+    config: PipelineConfig,
+    output_dir: str | Path,
+    data_dir: str | None = None,
+    cache_dir: str | None = None,
+    show_progress_bar: bool = True,
+) -> dict[str, Any]:
+    """Train on all tasks (+ LOTO models), evaluate per task, save the model, results JSON and Markdown."""
+    from hydra_st.hub.offline import load_base_model
+
+    t0 = time.perf_counter()
+    output_dir = Path(output_dir)
+    base = load_base_model()
+    tasks = load_tasks(
+        config.tasks, base, data_dir, cache_dir, config.n_pseudo, config.training.seed, show_progress_bar
+    )
+    t_tasks = time.perf_counter() - t0
+    model, summary = train_model(base, tasks, config, cache_dir, output_dir / "training", show_progress_bar)
+    loto_models: dict[str, Any] = {}
+    if config.loto:
+        for task in tasks:
+            others = [t for t in tasks if t.name != task.name]
+            loto_models[task.name], _ = train_model(base, others, config, cache_dir, None, show_progress_bar)
+    t_train = time.perf_counter() - t0 - t_tasks
+    cards = {t.name: t.card for t in tasks}
+    results = {t.name: evaluate_task(t, model, cards, loto_models.get(t.name)) for t in tasks}
+    t_eval = time.perf_counter() - t0 - t_tasks - t_train
+    md = "\n\n".join(results_table(results, m) for m in ("ndcg@10", "mrr@10", "recall@100"))
+    report = {
+        "config": asdict(config),
+        "results": results,
+        "training": summary,
+        "train_sources": {t.name: t.train_source for t in tasks},
+        "timing_s": {"tasks": t_tasks, "train": t_train, "evaluate": t_eval, "total": time.perf_counter() - t0},
+    }
+    model_dir = output_dir / "model"
+    model.save(str(model_dir), create_model_card=False)
+    atomic_write_json(
+        model_dir / "hydra_training.json",
+        {k: report[k] for k in ("config", "train_sources")}
+        | {"steps": summary["steps"], "best_dev": summary["best_dev"]},
+    )
+    atomic_write_text(model_dir / "hydra_results.md", md + "\n")
+    from .model_card import write_model_card
+
+    write_model_card(model, model_dir, model_name="hydra-minilm-l6")
+    cards_dir = model_dir / "cards"
+    for t in tasks:
+        t.card.save(cards_dir / f"{t.name}.yaml")
+    atomic_write_json(output_dir / "hydra_results.json", report)
+    atomic_write_text(output_dir / "hydra_results.md", md + "\n")
+    report["table"] = md
+    return report

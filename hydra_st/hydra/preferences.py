@@ -1,0 +1,198 @@
+"""Pairwise preferences for Hydra from the RRF(BM25, dense) teacher, with confidences.
+
+For each training query the teacher is RRF over BM25 and the frozen base model's dense ranking. Its top ``K``
+fused documents are the candidates. A pair ``(i, j)`` says candidate ``i`` should score above candidate ``j``;
+pairs join the fused ranking's confident top (ranks ``< top_n``) with its lower ranks (``>= hard_lo``), because
+random pairs inside the top 30 are mostly pairs of non-relevant documents (see the head-design probe). Each pair
+gets a confidence in ``[0, 1]``: the share of the teachers that order the two documents the same way as the
+fusion, times a rank-gap factor ``min(1, (rank_j - rank_i) / gap_scale)``. Everything is deterministic under
+``seed``. Only training queries are used; test judgments are never read here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hydra_st.settings import resolve_cache_dir
+from hydra_st.teachers import reciprocal_rank_fusion
+from hydra_st.teachers.fusion import ranked
+from hydra_st.utils.hashing import fingerprint_texts
+from hydra_st.utils.io import atomic_save_safetensors
+
+
+@dataclass(frozen=True)
+class PreferenceConfig:
+    """How candidates and pairs are drawn.
+
+    Args:
+        candidates: Fused top-``K`` documents kept per query.
+        pairs_per_query: Pairs drawn per query.
+        top_n: Ranks ``< top_n`` are the "preferred" side of a pair.
+        hard_lo: Ranks ``>= hard_lo`` are the "other" side (``mode="top_vs_rest"``).
+        gap_scale: Rank gap at which the gap factor reaches 1.
+        rrf_k: RRF constant.
+        depth: Depth of each teacher run that takes part in the fusion.
+        mode: ``"top_vs_rest"`` or ``"random"`` (random ordered pairs in the top 30; for ablations).
+        seed: Seed of the pair sampling.
+    """
+
+    candidates: int = 50
+    pairs_per_query: int = 16
+    top_n: int = 3
+    hard_lo: int = 10
+    gap_scale: float = 10.0
+    rrf_k: float = 60.0
+    depth: int = 100
+    mode: str = "top_vs_rest"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("top_vs_rest", "random"):
+            raise ValueError(f"PreferenceConfig.mode must be 'top_vs_rest' or 'random', got {self.mode!r}")
+        if not 0 < self.top_n < self.hard_lo < self.candidates:
+            raise ValueError(
+                f"need 0 < top_n ({self.top_n}) < hard_lo ({self.hard_lo}) < candidates ({self.candidates})"
+            )
+        if self.pairs_per_query < 1:
+            raise ValueError(f"pairs_per_query must be >= 1, got {self.pairs_per_query}")
+
+    def key(self) -> str:
+        return hashlib.blake2b(repr(sorted(asdict(self).items())).encode(), digest_size=8).hexdigest()
+
+
+@dataclass
+class Preferences:
+    """Candidates, teacher scores and weighted pairs for a set of queries (arrays aligned by query row)."""
+
+    query_ids: list[str]
+    candidates: np.ndarray  # [nq, K] doc row indices, -1 = padding
+    teacher_scores: np.ndarray  # [nq, K] RRF scores (0 for padding)
+    pairs: np.ndarray  # [nq, P, 2] candidate positions (preferred, other)
+    confidence: np.ndarray  # [nq, P] in [0, 1]; 0 for padding pairs
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        return {
+            "candidates": torch.from_numpy(self.candidates),
+            "teacher_scores": torch.from_numpy(self.teacher_scores),
+            "pairs": torch.from_numpy(self.pairs),
+            "confidence": torch.from_numpy(self.confidence),
+        }
+
+
+def _rank_of(run_scores: dict[str, float], depth: int) -> dict[str, int]:
+    return {d: r for r, d in enumerate(ranked(run_scores)[:depth])}
+
+
+def dense_run(query_emb: np.ndarray, query_ids: list[str], doc_emb: np.ndarray, doc_ids: list[str], top_k: int = 100):
+    """Exact cosine top-k over (normalised) cached embeddings, as a run."""
+    scores = query_emb @ doc_emb.T
+    k = min(top_k, scores.shape[1])
+    idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    run = {}
+    for row, qid in enumerate(query_ids):
+        cols = idx[row]
+        run[qid] = {doc_ids[c]: float(scores[row, c]) for c in cols}
+    return run
+
+
+def build_preferences(
+    query_ids: list[str],
+    runs: list[dict[str, dict[str, float]]],
+    doc_ids: list[str],
+    config: PreferenceConfig = PreferenceConfig(),
+) -> Preferences:
+    """Turn teacher runs (BM25, dense, ...) into candidates and confidence-weighted pairs.
+
+    Example:
+        >>> bm25 = {"q": {f"d{i}": 20.0 - i for i in range(20)}}
+        >>> dense = {"q": {f"d{i}": 1.0 - i / 40 for i in range(20)}}
+        >>> prefs = build_preferences(["q"], [bm25, dense], [f"d{i}" for i in range(20)],
+        ...                           PreferenceConfig(candidates=15, pairs_per_query=4, hard_lo=5))
+        >>> prefs.pairs.shape, bool((prefs.confidence > 0).all())
+        ((1, 4, 2), True)
+    """
+    if not runs:
+        raise ValueError("build_preferences needs at least one teacher run")
+    row_of = {d: i for i, d in enumerate(doc_ids)}
+    fused = reciprocal_rank_fusion(runs, k=config.rrf_k, depth=config.depth)
+    teacher_ranks = [{q: _rank_of(r.get(q, {}), config.depth) for q in query_ids} for r in runs]
+    nq, k, p = len(query_ids), config.candidates, config.pairs_per_query
+    cand = np.full((nq, k), -1, dtype=np.int64)
+    tscore = np.zeros((nq, k), dtype=np.float32)
+    pairs = np.zeros((nq, p, 2), dtype=np.int64)
+    conf = np.zeros((nq, p), dtype=np.float32)
+    for row, qid in enumerate(query_ids):
+        order = ranked(fused.get(qid, {}))[:k]
+        unknown = [d for d in order if d not in row_of]
+        if unknown:
+            raise KeyError(f"teacher run for query {qid!r} names documents not in the corpus, e.g. {unknown[0]!r}")
+        n = len(order)
+        cand[row, :n] = [row_of[d] for d in order]
+        tscore[row, :n] = [fused[qid][d] for d in order]
+        if n <= config.hard_lo:
+            continue
+        if config.mode == "top_vs_rest":
+            options = list(itertools.product(range(min(config.top_n, n)), range(config.hard_lo, n)))
+        else:
+            top = min(30, n)
+            options = [(i, j) for i in range(top) for j in range(i + 1, top)]
+        seed = int.from_bytes(hashlib.blake2b(f"{config.seed}:{qid}".encode(), digest_size=8).digest(), "little")
+        rng = np.random.default_rng(seed)
+        chosen = rng.choice(len(options), size=min(p, len(options)), replace=False)
+        for slot, c in enumerate(chosen):
+            i, j = options[int(c)]
+            di, dj = order[i], order[j]
+            votes = []
+            for ranks in teacher_ranks:
+                ri = ranks[qid].get(di, config.depth)
+                rj = ranks[qid].get(dj, config.depth)
+                votes.append(1.0 if ri < rj else 0.5 if ri == rj else 0.0)
+            gap = min(1.0, (j - i) / config.gap_scale)
+            pairs[row, slot] = (i, j)
+            conf[row, slot] = float(np.mean(votes)) * gap
+    return Preferences(list(query_ids), cand, tscore, pairs, conf)
+
+
+def task_preferences(
+    task: Any,
+    bm25_factory: Any,
+    config: PreferenceConfig = PreferenceConfig(),
+    cache_dir: str | Path | None = None,
+    split: str = "train",
+) -> Preferences:
+    """Preferences for a task's ``train`` (or ``dev``) queries, cached under ``<cache>/hydra/preferences``.
+
+    ``bm25_factory()`` returns an unindexed BM25 teacher (the foundation's ``BM25Teacher``); it is only built
+    on a cache miss.
+    """
+    from safetensors.torch import load_file
+
+    qs = getattr(task, split)
+    corpus_key = fingerprint_texts(task.doc_ids, task.doc_texts)
+    key = fingerprint_texts(qs.ids, qs.texts) + corpus_key + config.key()
+    path = resolve_cache_dir(cache_dir) / "hydra" / "preferences" / f"{task.name}-{split}-{key}.safetensors"
+    if path.is_file():
+        try:
+            t = load_file(str(path))
+            return Preferences(
+                list(qs.ids),
+                t["candidates"].numpy(),
+                t["teacher_scores"].numpy(),
+                t["pairs"].numpy(),
+                t["confidence"].numpy(),
+            )
+        except Exception:  # a damaged cache file is rebuilt
+            path.unlink(missing_ok=True)
+    bm25 = bm25_factory().index(task.doc_ids, task.doc_texts)
+    bm25_run = bm25.search(qs.as_dict(), top_k=config.depth)
+    dense = dense_run(qs.embeddings, qs.ids, task.doc_embeddings, task.doc_ids, top_k=config.depth)
+    prefs = build_preferences(qs.ids, [bm25_run, dense], task.doc_ids, config)
+    atomic_save_safetensors(path, prefs.to_tensors(), metadata={"task": task.name, "split": split})
+    return prefs

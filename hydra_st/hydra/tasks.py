@@ -1,0 +1,218 @@
+"""Per-task training and evaluation data for Hydra, built once from the foundation's loaders and caches.
+
+For each task (a dataset under the data dir) this assembles:
+
+* **evaluation queries**: the judged queries of the ``test`` split, with their qrels (read only by evaluation);
+* **training queries**: the ``train`` split's queries where the dataset has one (scifact, nfcorpus); otherwise
+  *pseudo-queries* made from the corpus (see :func:`pseudo_queries`). A query that is evaluated on is never
+  trained on: train-split queries are disjoint from test queries, and pseudo-queries are document texts;
+* **dev queries** for early stopping: nfcorpus's ``dev`` split; for scifact a deterministic 10% of its train
+  queries (held out of training, judged by the *train* qrels); for the others held-out pseudo-queries whose
+  source document is the one relevant answer;
+* base-model embeddings of the corpus (the foundation's :class:`~hydra_st.teachers.DenseTeacher` cache) and of
+  the queries (cached here under ``<cache>/hydra/queries``).
+
+Training never reads ``qrels/test.tsv``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hydra_st.data import RetrievalDataset, available_splits, load_dataset
+from hydra_st.data.beir import load_corpus, resolve_dataset_folder
+from hydra_st.settings import resolve_cache_dir
+from hydra_st.utils.hashing import fingerprint_texts
+from hydra_st.utils.io import atomic_save_numpy, load_numpy
+
+from .task_card import TaskCard
+
+logger = logging.getLogger(__name__)
+
+PSEUDO_MIN_WORDS = 4
+PSEUDO_MAX_WORDS = 20
+
+
+@dataclass
+class QuerySet:
+    """Query ids, texts, base embeddings and (for dev/test) judgments."""
+
+    ids: list[str]
+    texts: list[str]
+    embeddings: np.ndarray | None = None
+    qrels: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(zip(self.ids, self.texts, strict=True))
+
+
+@dataclass
+class TaskData:
+    """Everything Hydra needs about one task."""
+
+    name: str
+    card: TaskCard
+    doc_ids: list[str]
+    doc_texts: list[str]
+    doc_embeddings: np.ndarray
+    train: QuerySet
+    dev: QuerySet
+    test: QuerySet
+    train_source: str = "train split"
+
+
+def _stable_fraction(key: str, seed: int) -> float:
+    digest = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64
+
+
+def pseudo_query(title: str, text: str) -> str | None:
+    """A pseudo-query for a document: its title when it has ≥4 words, else its first sentence (≤20 words)."""
+    title = " ".join(title.split())
+    if len(title.split()) >= PSEUDO_MIN_WORDS:
+        return " ".join(title.split()[:PSEUDO_MAX_WORDS])
+    body = " ".join(text.split())
+    first = re.split(r"(?<=[.!?])\s", body, maxsplit=1)[0]
+    words = first.split()
+    if len(words) < PSEUDO_MIN_WORDS:
+        return None
+    return " ".join(words[:PSEUDO_MAX_WORDS])
+
+
+def pseudo_queries(ds: RetrievalDataset, n: int, seed: int = 0) -> tuple[dict[str, str], dict[str, str]]:
+    """Deterministic pseudo-queries from ``n`` documents: returns ``(queries, source_doc_of_query)``.
+
+    Documents are ordered by a seeded hash of their id; the first ``n`` that yield a pseudo-query are used.
+    """
+    order = sorted(ds.corpus, key=lambda d: _stable_fraction(d, seed))
+    queries: dict[str, str] = {}
+    source: dict[str, str] = {}
+    for doc_id in order:
+        if len(queries) >= n:
+            break
+        doc = ds.corpus[doc_id]
+        text = pseudo_query(doc.title, doc.text)
+        if text is None:
+            continue
+        qid = f"pseudo-{doc_id}"
+        queries[qid] = text
+        source[qid] = doc_id
+    return queries, source
+
+
+class QueryEmbeddingCache:
+    """Base-model query embeddings cached on disk by (model fingerprint, query texts)."""
+
+    def __init__(self, model: Any, model_fingerprint: str, cache_dir: str | Path | None = None) -> None:
+        self.model = model
+        self.root = resolve_cache_dir(cache_dir) / "hydra" / "queries" / model_fingerprint
+
+    def encode(self, ids: list[str], texts: list[str]) -> np.ndarray:
+        if not ids:
+            return np.zeros((0, self.model.get_embedding_dimension()), dtype=np.float32)
+        path = self.root / f"{fingerprint_texts(ids, texts)}.npy"
+        if path.is_file():
+            try:
+                emb = load_numpy(path)
+                if emb.shape[0] == len(ids):
+                    return emb
+            except ValueError as exc:
+                logger.warning("%s; re-encoding", exc)
+        emb = self.model.encode_query(
+            texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=len(ids) > 500
+        ).astype(np.float32)
+        atomic_save_numpy(path, emb)
+        return emb
+
+
+def build_task(
+    name: str,
+    teacher: Any,
+    query_cache: QueryEmbeddingCache,
+    card: TaskCard | None = None,
+    data_dir: str | Path | None = None,
+    n_pseudo: int = 400,
+    dev_fraction: float = 0.1,
+    seed: int = 0,
+    with_test: bool = True,
+) -> TaskData:
+    """Assemble :class:`TaskData` for dataset ``name``.
+
+    Args:
+        name: Dataset folder name under the data dir.
+        teacher: The foundation's ``DenseTeacher`` on the base model (its corpus cache is reused).
+        query_cache: Query embedding cache on the same base model.
+        card: The task's card (default: the bundled card of that name).
+        data_dir: Data dir (default: ``$HYDRA_ST_DATA_DIR``).
+        n_pseudo: Pseudo-queries per task without a train split (a further 25% are made for dev).
+        dev_fraction: Share of scifact's train queries held out for early stopping.
+        seed: Seed of the deterministic splits.
+        with_test: Load the test split (evaluation only; training code passes False).
+    """
+    from .cards import load_card
+
+    card = card or load_card(name)
+    splits = available_splits(name, data_dir)
+    test_ds = load_dataset(name, "test", data_dir, download=False) if with_test else None
+    if "train" in splits:
+        train_ds = load_dataset(name, "train", data_dir, download=False)
+        base_ds = train_ds
+        judged = train_ds.judged_queries
+        if "dev" in splits:
+            dev_ds = load_dataset(name, "dev", data_dir, download=False)
+            dev_q = {q: dev_ds.queries[q].text for q in dev_ds.judged_queries}
+            dev_qrels = {q: dev_ds.qrels[q] for q in dev_q}
+            train_q = {q: v.text for q, v in judged.items()}
+        else:
+            train_q, dev_q = {}, {}
+            for qid, q in judged.items():
+                (dev_q if _stable_fraction(qid, seed) < dev_fraction else train_q)[qid] = q.text
+            dev_qrels = {q: train_ds.qrels[q] for q in dev_q}
+        source = "train split"
+    else:
+        # the corpus alone: training never opens qrels/test.tsv
+        folder = resolve_dataset_folder(name, data_dir, download=False)
+        base_ds = RetrievalDataset(name=name, split="corpus", corpus=load_corpus(folder / "corpus.jsonl"), queries={})
+        pq, src = pseudo_queries(base_ds, n_pseudo + n_pseudo // 4, seed=seed)
+        ids = list(pq)
+        n_train = min(n_pseudo, (4 * len(ids)) // 5)  # small corpora: 80% train, 20% dev
+        train_q = {q: pq[q] for q in ids[:n_train]}
+        dev_q = {q: pq[q] for q in ids[n_train:]}
+        dev_qrels = {q: {src[q]: 1} for q in dev_q}
+        source = f"{len(train_q)} pseudo-queries (title or first sentence of seeded-random documents)"
+    if test_ds is not None:
+        overlap = set(train_q) & set(test_ds.judged_queries)
+        if overlap:
+            raise RuntimeError(f"{name}: {len(overlap)} training queries are also test queries; refusing to train")
+    doc_ids, doc_texts = base_ds.doc_ids, base_ds.doc_texts
+    doc_emb = teacher.encode_corpus(doc_ids, doc_texts)
+
+    def qset(queries: dict[str, str], qrels: dict[str, dict[str, int]]) -> QuerySet:
+        ids, texts = list(queries), list(queries.values())
+        return QuerySet(ids, texts, query_cache.encode(ids, texts), qrels)
+
+    test = QuerySet([], [])
+    if test_ds is not None:
+        tq = {q: test_ds.queries[q].text for q in test_ds.judged_queries}
+        test = qset(tq, {q: test_ds.qrels[q] for q in tq})
+    return TaskData(
+        name=name,
+        card=card,
+        doc_ids=doc_ids,
+        doc_texts=doc_texts,
+        doc_embeddings=doc_emb,
+        train=qset(train_q, {}),
+        dev=qset(dev_q, dev_qrels),
+        test=test,
+        train_source=source,
+    )

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+
+from hydra_st.hydra import Hydra, HydraHead, TaskCard
+
+TEXTS = ["cats purr when content", "stock markets fell sharply"]
+
+
+def card(name: str = "toy", description: str = "Find documents about animals.") -> TaskCard:
+    return TaskCard(name=name, description=description, example_queries=["why do cats purr"])
+
+
+@pytest.fixture
+def tiny_hydra(tiny_st_model) -> Hydra:
+    model = Hydra.from_base(tiny_st_model, out_dim=16, cond_dim=8, rank=2, hidden_dim=16)
+    torch.manual_seed(0)
+    with torch.no_grad():  # make the head card-dependent, as after training
+        for p in model.head.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def test_encode_with_card_shape_and_card_dependence(tiny_hydra):
+    a = tiny_hydra.encode_query(TEXTS, task_card=card())
+    b = tiny_hydra.encode_document(TEXTS, task_card=card("other", "Find financial news."))
+    generic = tiny_hydra.encode(TEXTS)
+    assert a.shape == (2, 16) == generic.shape
+    assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
+    assert not np.allclose(a, tiny_hydra.encode_document(TEXTS, task_card=card("other", "Find financial news.")))
+    assert not np.allclose(b, generic)
+    assert tiny_hydra.get_embedding_dimension() == 16
+    assert "task_card" in tiny_hydra.get_model_kwargs()
+
+
+def test_card_forms_agree_and_heads_are_cached(tiny_hydra):
+    c = card()
+    head = tiny_hydra.head
+    head.eval()
+    e1 = tiny_hydra.encode(TEXTS, task_card=c)
+    assert len(head._head_cache) == 1
+    e2 = tiny_hydra.encode(TEXTS, task_card=c.to_dict())
+    assert len(head._head_cache) == 1  # same content, same cache entry
+    assert np.allclose(e1, e2)
+    with torch.no_grad():
+        head.generator.base_weight.add_(0.3 * torch.randn_like(head.generator.base_weight))  # weights changed
+    e3 = tiny_hydra.encode(TEXTS, task_card=c)
+    assert not np.allclose(e1, e3)
+
+
+def test_fresh_head_is_card_independent(tiny_st_model):
+    model = Hydra.from_base(tiny_st_model, out_dim=16, cond_dim=8, rank=2, hidden_dim=16)
+    assert np.allclose(model.encode(TEXTS, task_card=card()), model.encode(TEXTS, task_card=card("b", "Other.")))
+
+
+def test_save_load_identical_with_hydra_and_plain_st(tiny_hydra, tmp_path):
+    c = card()
+    ref = tiny_hydra.encode_query(TEXTS, task_card=c)
+    path = tmp_path / "m"
+    tiny_hydra.save(str(path))
+    modules = json.loads((path / "modules.json").read_text())
+    assert modules[-1]["type"] == "hydra_head.HydraHead"
+    for f in ("hydra_head.py", "card_encoder.py", "generator.py", "README.md"):
+        assert (path / f).is_file()
+    assert not list(path.rglob("*.bin")) and not list(path.rglob("*.pt"))
+    assert np.allclose(Hydra(str(path)).encode_query(TEXTS, task_card=c), ref, atol=1e-6)
+    plain = SentenceTransformer(str(path), trust_remote_code=True)
+    assert type(plain[-1]).__name__ == "HydraHead" and not isinstance(plain[-1], HydraHead)
+    assert np.allclose(plain.encode_query(TEXTS, task_card=c.to_dict()), ref, atol=1e-6)
+    # re-save pitfall: a model re-saved by plain sentence-transformers must still load
+    resaved = tmp_path / "resaved"
+    plain.save(str(resaved))
+    assert (resaved / "hydra_head.py").is_file()
+    again = SentenceTransformer(str(resaved), trust_remote_code=True)
+    assert np.allclose(again.encode_query(TEXTS, task_card=c.to_dict()), ref, atol=1e-6)
+    assert np.allclose(Hydra(str(resaved)).encode_query(TEXTS, task_card=c), ref, atol=1e-6)
+
+
+def test_plain_st_without_trust_remote_code_refuses(tiny_hydra, tmp_path):
+    tiny_hydra.save(str(tmp_path / "m"))
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        SentenceTransformer(str(tmp_path / "m"))
+
+
+def test_bad_inputs(tiny_hydra, tiny_st_model, tmp_path):
+    with pytest.raises(TypeError, match="task_card must be"):
+        tiny_hydra.encode(TEXTS, task_card=42)
+    with pytest.raises(ValueError, match="description is empty"):
+        tiny_hydra.encode(TEXTS, task_card={"name": "x", "description": ""})
+    with pytest.raises(ValueError, match="additional keyword"):
+        tiny_hydra.encode(TEXTS, card=card())
+    wrong = Hydra(modules=[*list(tiny_st_model), HydraHead(in_dim=24, out_dim=8)])
+    with pytest.raises(ValueError, match="in_dim=32"):
+        wrong.encode(TEXTS)
+    with pytest.raises(ValueError, match="safetensors only"):
+        tiny_hydra.save(str(tmp_path / "x"), safe_serialization=False)
+    detached = HydraHead(in_dim=32, out_dim=8)
+    with pytest.raises(RuntimeError, match="not attached"):
+        detached.embed_texts(["x"])
+
+
+def test_corrupt_saved_head_fails_clearly(tiny_hydra, tmp_path):
+    path = tmp_path / "m"
+    tiny_hydra.save(str(path))
+    (path / "3_HydraHead" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(Exception, match="(?i)safetensor|header|deserializ"):
+        Hydra(str(path))
+    shutil.rmtree(path)
+    tiny_hydra.save(str(path))
+    cfg = path / "3_HydraHead" / "config.json"
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "colour": 1}))
+    with pytest.raises(ValueError, match="unknown keys"):
+        Hydra(str(path))
