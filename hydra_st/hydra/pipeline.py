@@ -85,8 +85,11 @@ def train_model(
     resume_from: str | Path | None = None,
 ) -> tuple[Hydra, dict[str, Any]]:
     """Build preferences, then train a fresh hypernet on ``tasks`` (or resume); returns the model and a summary."""
+    import torch
+
     from hydra_st.teachers import BM25Teacher
 
+    torch.manual_seed(config.training.seed)  # the hypernet's initialisation is part of the run's determinism
     model = Hydra.from_base(base, out_dim=config.out_dim, rank=config.rank)
     prefs = {t.name: task_preferences(t, BM25Teacher, config.preferences, cache_dir) for t in tasks}
     base_dev = base_dev_scores(tasks)

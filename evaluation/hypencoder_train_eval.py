@@ -1,0 +1,243 @@
+"""Train a Hypencoder and its matched bi-encoder on scifact + nfcorpus train queries, evaluate nDCG@10 on test.
+
+Both models: frozen all-MiniLM-L6-v2, the same hyper-head, teacher data (RRF(BM25, MiniLM) on train queries
+only), steps, batch and loss (MarginMSE + in-batch CE). The Hypencoder's q-net has hidden layers; the bi-encoder's
+q-net is ``[384, 1]``, i.e. an inner product. Both keep a linear skip term initialised to MiniLM's query embedding,
+so both start exactly at frozen MiniLM (reported as the zero-shot row). Test qrels are read only for evaluation.
+
+Usage::
+
+    python evaluation/hypencoder_train_eval.py --steps 300 --qnet-width 128 --lr 1e-4 --in-batch-weight 0
+    python evaluation/hypencoder_train_eval.py --steps 20 --datasets scifact --out /tmp/smoke   # smoke run
+
+Writes ``evaluation/results/hypencoder.{md,json}`` and saves the Hypencoder to ``models/hypencoder-minilm-l6``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hydra_st.data import load_dataset  # noqa: E402
+from hydra_st.evaluation import evaluate_run  # noqa: E402
+from hydra_st.hypencoder.model_card import save_with_card  # noqa: E402
+from hydra_st.hypencoder.training import (  # noqa: E402
+    HypencoderTrainingConfig,
+    TeacherExamples,
+    build_teacher_examples,
+    document_vectors,
+    split_examples,
+    train_hypencoder,
+    validation_ndcg,
+)
+from hydra_st.retrieval import exhaustive_search, to_run  # noqa: E402
+from hydra_st.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
+
+METRICS = ("ndcg@10", "recall@100", "mrr@10")
+
+
+def evaluate_model(model, name: str, split: str = "test") -> dict[str, float]:
+    ds = load_dataset(name, split=split)
+    ex = TeacherExamples(name, ds.doc_ids, ds.doc_texts, [], [], [], [], [])
+    docs = document_vectors(model, ex, show_progress_bar=False)
+    queries = ds.judged_queries
+    qids = sorted(queries)
+    q = model.encode_query([queries[i].text for i in qids], convert_to_tensor=True, show_progress_bar=False)
+    scores, idx = exhaustive_search(q, docs, top_k=100, scorer=model.similarity)
+    run = to_run(qids, ds.doc_ids, scores, idx)
+    return dict(evaluate_run(ds.qrels, run, metrics=METRICS).aggregate)
+
+
+def evaluate_base(name: str, model) -> dict[str, float]:
+    """Frozen MiniLM (cosine) with the same cached document vectors: the starting point of both students."""
+    ds = load_dataset(name, split="test")
+    ex = TeacherExamples(name, ds.doc_ids, ds.doc_texts, [], [], [], [], [])
+    docs = document_vectors(model, ex, show_progress_bar=False)
+    queries = ds.judged_queries
+    qids = sorted(queries)
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
+
+    st = SentenceTransformer(modules=[model[0], Pooling(docs.shape[1], "mean"), Normalize()], device="cpu")
+    q = st.encode([queries[i].text for i in qids], convert_to_tensor=True, show_progress_bar=False)
+    scores, idx = exhaustive_search(q, docs, top_k=100)
+    return dict(evaluate_run(ds.qrels, to_run(qids, ds.doc_ids, scores, idx), metrics=METRICS).aggregate)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="scifact,nfcorpus")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--qnet-width", type=int, default=128)
+    parser.add_argument("--qnet-layers", type=int, default=2)
+    parser.add_argument("--label-scale", type=float, default=20.0)
+    parser.add_argument("--in-batch-weight", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: no oversubscription)")
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="train queries held out for early stopping")
+    parser.add_argument("--eval-every", type=int, default=50)
+    parser.add_argument("--per-dataset", action="store_true", help="one model per dataset (in-domain)")
+    parser.add_argument("--no-qrels", dest="use_qrels", action="store_false", help="teacher-only positives")
+    parser.add_argument("--out", default=str(ROOT / "evaluation" / "results"))
+    parser.add_argument("--model-out", default=str(ROOT / "models" / "hypencoder-minilm-l6"))
+    parser.add_argument("--bi-encoder-out", default=str(ROOT / "outputs" / "bi-encoder-minilm-l6"))
+    args = parser.parse_args()
+    names = args.datasets.split(",")
+    torch.set_num_threads(args.threads)
+    config = HypencoderTrainingConfig(
+        datasets=names,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        qnet_width=args.qnet_width,
+        qnet_hidden_layers=args.qnet_layers,
+        label_scale=args.label_scale,
+        in_batch_weight=args.in_batch_weight,
+        seed=args.seed,
+    )
+    t0 = time.perf_counter()
+    full = [
+        build_teacher_examples(n, "train", config.depth, config.rrf_k, config.label_scale, use_qrels=args.use_qrels)
+        for n in names
+    ]
+    # Early stopping on held-out *training* queries (their train qrels); the test split is only read below.
+    splits = [split_examples(ex, args.val_fraction, seed=args.seed) for ex in full]
+    data = [tr for tr, _ in splits]
+    val = [va for _, va in splits]
+    val_qrels = []
+    for name, va in zip(names, val, strict=True):
+        train_qrels = load_dataset(name, split="train").qrels
+        val_qrels.append({q: train_qrels[q] for q in va.query_ids if q in train_qrels})
+    groups = [[n] for n in names] if args.per_dataset else [names]
+    results: dict[str, dict] = {
+        "config": asdict(config),
+        "datasets": names,
+        "per_dataset": args.per_dataset,
+        "train_queries": {ex.name: len(ex.query_ids) for ex in data},
+        "validation_queries": {ex.name: len(ex.query_ids) for ex in val},
+        "use_qrels_positives": args.use_qrels,
+        "models": {"hypencoder": {"test": {}, "runs": {}}, "bi-encoder": {"test": {}, "runs": {}}},
+    }
+    trained: dict[str, dict[str, object]] = {"hypencoder": {}, "bi-encoder": {}}
+    for group in groups:
+        idx = [names.index(n) for n in group]
+        group_config = replace(config, datasets=group)
+        validation = (
+            validation_ndcg([val[i] for i in idx], [val_qrels[i] for i in idx]) if args.val_fraction > 0 else None
+        )
+        for label, cfg in (("hypencoder", group_config), ("bi-encoder", replace(group_config, bi_encoder=True))):
+            model, log = train_hypencoder(
+                cfg, data=[data[i] for i in idx], validation=validation, eval_every=args.eval_every
+            )
+            key = "+".join(group)
+            trained[label][key] = model
+            scores = {n: evaluate_model(model, n) for n in names}  # in-domain and cross-dataset
+            for n in group:
+                results["models"][label]["test"][n] = scores[n]
+            results["models"][label]["runs"][key] = {
+                "test": scores,
+                "train_seconds": log["train_seconds"],
+                "qnet": model.converter.get_config(),
+                "final_loss": log["losses"][-1],
+                "best_step": log.get("best_step"),
+                "validation": log.get("validation"),
+            }
+            print(label, key, json.dumps(scores), log.get("best_step"), flush=True)
+    for entry in results["models"].values():
+        entry["train_seconds"] = sum(r["train_seconds"] for r in entry["runs"].values())
+        entry["best_step"] = ", ".join(f"{k}: {r['best_step']}" for k, r in entry["runs"].items())
+    any_model = next(iter(trained["hypencoder"].values()))
+    results["models"]["minilm-zero-shot"] = {"test": {n: evaluate_base(n, any_model) for n in names}}
+    results["wall_seconds"] = time.perf_counter() - t0
+    out = Path(args.out)
+    atomic_write_json(out / "hypencoder.json", results)
+    atomic_write_text(out / "hypencoder.md", render(results))
+    for label, models in trained.items():  # frozen base: save hyper-head weights + a reference to the base id
+        for key, model in models.items():
+            model.reference_base(config.base_model)
+            run = results["models"][label]["runs"][key]
+            card = {f"{n} nDCG@10 (test)": round(run["test"][n]["ndcg@10"], 4) for n in names}
+            cfg = asdict(replace(config, datasets=key.split("+"), bi_encoder=label == "bi-encoder"))
+            first = key == "+".join(groups[0])
+            if label == "hypencoder":
+                path = args.model_out if first else f"{ROOT}/outputs/hypencoder-minilm-l6-{key}"
+            else:
+                path = args.bi_encoder_out if first else f"{ROOT}/outputs/bi-encoder-minilm-l6-{key}"
+            save_with_card(model, path, model_id=f"hydra-st/{label}-minilm-l6", config=cfg, results=card)
+    print(render(results))
+    return 0
+
+
+def render(results: dict) -> str:
+    names = results["datasets"]
+    lines = [
+        "# Hypencoder vs matched bi-encoder (frozen all-MiniLM-L6-v2)",
+        "",
+        "Produced by `python evaluation/hypencoder_train_eval.py` (see its docstring). Training: train queries "
+        f"queries only ({results['train_queries']}; held out for early stopping on their *train* qrels: "
+        f"{results['validation_queries']}), RRF(BM25, MiniLM) teacher labels (MarginMSE weight "
+        f"{results['config']['margin_weight']}, in-batch CE weight {results['config']['in_batch_weight']}; positives "
+        f"from train qrels: {results['use_qrels_positives']}), datasets sampled uniformly; evaluation: test split, "
+        "exhaustive q-net scoring, pytrec_eval. The best step is chosen on the held-out training queries.",
+        "",
+        "| model | " + " | ".join(f"{n} nDCG@10 | {n} R@100" for n in names) + " | train s | best step |",
+        "|---|" + "---|---|" * len(names) + "---|---|",
+    ]
+    for label, entry in results["models"].items():
+        cells = []
+        for n in names:
+            m = entry["test"][n]
+            cells += [f"{m['ndcg@10']:.4f}", f"{m['recall@100']:.4f}"]
+        lines.append(
+            f"| {label} | "
+            + " | ".join(cells)
+            + f" | {entry.get('train_seconds', 0):.0f} | {entry.get('best_step', '-')} |"
+        )
+    hyp, bi = results["models"]["hypencoder"]["test"], results["models"]["bi-encoder"]["test"]
+    lines += [
+        "",
+        "| dataset | Hypencoder − bi-encoder (nDCG@10) | must (≥ 0) | stretch (≥ +0.010) |",
+        "|---|---|---|---|",
+    ]
+    for n in names:
+        diff = hyp[n]["ndcg@10"] - bi[n]["ndcg@10"]
+        lines.append(
+            f"| {n} | {diff:+.4f} | {'met' if diff >= 0 else 'missed'} | {'met' if diff >= 0.01 else 'missed'} |"
+        )
+    if results.get("per_dataset"):
+        lines += [
+            "",
+            "One model per training dataset (rows above: in-domain). All runs, nDCG@10 on every test set:",
+            "",
+            "| model | trained on | " + " | ".join(names) + " | best step |",
+            "|---|---|" + "---|" * len(names) + "---|",
+        ]
+        for label in ("hypencoder", "bi-encoder"):
+            for key, run in results["models"][label]["runs"].items():
+                cells = " | ".join(f"{run['test'][n]['ndcg@10']:.4f}" for n in names)
+                lines.append(f"| {label} | {key} | {cells} | {run['best_step']} |")
+    cfg = results["config"]
+    lines += [
+        "",
+        f"Settings: steps {cfg['steps']}, batch {cfg['batch_size']} queries × (1 pos + "
+        f"{cfg['num_negatives']} neg), lr {cfg['learning_rate']}, q-net hidden layers "
+        f"{cfg['qnet_hidden_layers']} × width {cfg['qnet_width']}, label scale {cfg['label_scale']}, "
+        f"seed {cfg['seed']}. Wall time {results['wall_seconds']:.0f} s.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""``hydra-st encode | build-graph | retrieve``: Hypencoder (and bi-encoder) retrieval from the command line.
+
+Example::
+
+    hydra-st encode --model models/hypencoder-minilm-l6 --dataset scifact --output outputs/scifact-store
+    hydra-st build-graph --store outputs/scifact-store --k 32 --faiss flat
+    hydra-st retrieve --model models/hypencoder-minilm-l6 --store outputs/scifact-store --dataset scifact \\
+        --mode graph --output-dir outputs/scifact-graph
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra_st.cli.common import add_data_args
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    enc = subparsers.add_parser(
+        "encode",
+        help="encode a dataset's documents into an embedding store",
+        description="Encode every document of a dataset with the model's document route and "
+        "save vectors + ids (atomically) to a store folder.",
+    )
+    enc.add_argument("--model", required=True, help="Hypencoder or sentence-transformer path/id")
+    enc.add_argument("--dataset", required=True, help="dataset name or path")
+    enc.add_argument("--output", required=True, help="store folder")
+    enc.add_argument("--batch-size", type=int, default=32)
+    enc.add_argument("--device", default="cpu")
+    add_data_args(enc)
+    enc.set_defaults(func=run_encode)
+
+    graph = subparsers.add_parser(
+        "build-graph",
+        help="build the document neighbour graph (and a faiss index)",
+        description="Build a k-NN graph over stored document vectors with faiss, saved "
+        "beside them; optionally also a faiss index for the bi-encoder baseline.",
+    )
+    graph.add_argument("--store", required=True, help="store folder written by `hydra-st encode`")
+    graph.add_argument("--k", type=int, default=32, help="neighbours per document (default 32)")
+    graph.add_argument("--method", choices=["exact", "ivf", "hnsw"], default="exact")
+    graph.add_argument("--metric", choices=["ip", "l2"], default="ip")
+    graph.add_argument("--faiss", choices=["none", "flat", "hnsw"], default="none", help="also build this index")
+    graph.set_defaults(func=run_build_graph)
+
+    ret = subparsers.add_parser(
+        "retrieve",
+        help="retrieve with exhaustive q-net, graph or faiss search",
+        description="Retrieve the top documents for a dataset's queries from a store, write a "
+        "TREC run file and (when qrels exist) metrics.",
+    )
+    ret.add_argument("--model", required=True, help="model used to encode the queries")
+    ret.add_argument("--store", required=True, help="store folder written by `hydra-st encode`")
+    ret.add_argument("--dataset", required=True, help="dataset name or path (for queries and qrels)")
+    ret.add_argument("--split", default="test")
+    ret.add_argument("--mode", choices=["exhaustive", "graph", "faiss"], default="exhaustive")
+    ret.add_argument("--top-k", type=int, default=100)
+    ret.add_argument("--output-dir", required=True)
+    ret.add_argument("--entry-points", type=int, default=1024)
+    ret.add_argument("--ncandidates", type=int, default=64)
+    ret.add_argument("--max-iter", type=int, default=16)
+    ret.add_argument("--no-early-stop", action="store_true")
+    ret.add_argument("--chunk-size", type=int, default=None, help="documents per exhaustive chunk")
+    ret.add_argument("--device", default="cpu")
+    ret.add_argument("--metrics", nargs="+", default=None)
+    add_data_args(ret)
+    ret.set_defaults(func=run_retrieve)
+
+
+def load_model(name: str, device: str = "cpu") -> Any:
+    """A Hypencoder when the folder holds a hyper-head, else a plain SentenceTransformer."""
+    from hydra_st.hypencoder import Hypencoder
+    from hydra_st.hypencoder.modules import HYPER_HEAD_TYPE
+
+    path = Path(name)
+    configs = [*path.rglob("modules.json"), *path.rglob("router_config.json")] if path.is_dir() else []
+    if any(HYPER_HEAD_TYPE in p.read_text(encoding="utf8") for p in configs):
+        return Hypencoder(str(path), device=device)
+    from hydra_st.hub.offline import load_base_model
+
+    return load_base_model(name, device=device)
+
+
+def faiss_query_vectors(model: Any, texts: list[str]) -> Any:
+    """Inner-product query vectors: a bi-encoder Hypencoder's ``[d, 1]`` q-net as a vector, or plain embeddings."""
+    import numpy as np
+
+    if getattr(type(model), "_is_hypencoder", False):
+        conv = model.converter
+        if conv.vector_dimensions != [conv.input_dim, 1]:
+            raise ValueError(
+                f"faiss mode needs an inner-product model; this q-net is {conv.vector_dimensions}. Use "
+                "--mode exhaustive|graph, or a bi-encoder (trained with --bi-encoder)"
+            )
+        p = conv.unpack(model.encode_query(texts, convert_to_tensor=True, show_progress_bar=False))
+        vec = p.weights[0][:, :, 0] + (p.skip if p.skip is not None else 0)
+        return vec.numpy().astype(np.float32)
+    return model.encode_query(texts, convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    from hydra_st.data import load_dataset
+    from hydra_st.retrieval import EmbeddingStore
+
+    ds = (
+        load_dataset(args.dataset, split="test", data_dir=args.data_dir)
+        if not Path(args.dataset).is_dir()
+        else load_dataset(args.dataset, data_dir=args.data_dir)
+    )
+    model = load_model(args.model, args.device)
+    emb = model.encode_document(
+        ds.doc_texts, batch_size=args.batch_size, convert_to_numpy=True, show_progress_bar=True
+    )
+    EmbeddingStore(args.output).save(emb, ds.doc_ids, meta={"model": args.model, "dataset": ds.name})
+    print(f"encoded {len(ds.doc_ids)} documents ({emb.shape[1]}-d) into {args.output}")
+    return 0
+
+
+def run_build_graph(args: argparse.Namespace) -> int:
+    from hydra_st.retrieval import EmbeddingStore, FaissIndex, build_neighbor_graph
+
+    store = EmbeddingStore(args.store)
+    emb = store.load_embeddings(mmap=False)
+    t = time.perf_counter()
+    graph = build_neighbor_graph(emb, k=min(args.k, len(emb) - 1), metric=args.metric, method=args.method)
+    store.save_graph(graph, {"metric": args.metric, "method": args.method})
+    print(f"neighbour graph {graph.shape} built in {time.perf_counter() - t:.1f}s")
+    if args.faiss != "none":
+        index = FaissIndex(emb.shape[1], kind=args.faiss)
+        index.add(emb)
+        store.save_index(index)
+        print(f"faiss {args.faiss} index over {len(index)} vectors saved")
+    return 0
+
+
+def run_retrieve(args: argparse.Namespace) -> int:
+    import torch
+
+    from hydra_st.data import load_dataset
+    from hydra_st.evaluation import DEFAULT_METRICS, evaluate_run, write_trec_run
+    from hydra_st.retrieval import EmbeddingStore, GraphSearcher, dot_scorer, exhaustive_search, to_run
+    from hydra_st.utils.io import atomic_write_json
+
+    store = EmbeddingStore(args.store)
+    doc_ids = store.load_ids()
+    ds = load_dataset(args.dataset, split=args.split, data_dir=args.data_dir)
+    if set(doc_ids) != set(ds.doc_ids):
+        raise ValueError(f"the store {args.store} was encoded from another corpus than {args.dataset}; re-run encode")
+    model = load_model(args.model, args.device)
+    queries = ds.judged_queries or ds.queries
+    qids = sorted(queries)
+    texts = [queries[q].text for q in qids]
+    t = time.perf_counter()
+    if args.mode == "faiss":
+        index = store.load_index(device=args.device) if store.has_index() else None
+        if index is None:
+            from hydra_st.retrieval import FaissIndex
+
+            emb = store.load_embeddings(mmap=False)
+            index = FaissIndex(emb.shape[1])
+            index.add(emb)
+        scores, idx = index.search(faiss_query_vectors(model, texts), args.top_k)
+        scores, idx = torch.from_numpy(scores), torch.from_numpy(idx)
+    else:
+        is_hyp = getattr(type(model), "_is_hypencoder", False)
+        scorer = model.similarity if is_hyp else dot_scorer
+        q = model.encode_query(texts, convert_to_tensor=True, show_progress_bar=False)
+        emb = store.load_embeddings()
+        if args.mode == "exhaustive":
+            scores, idx = exhaustive_search(
+                q,
+                emb,
+                top_k=args.top_k,
+                scorer=scorer,
+                chunk_size=args.chunk_size,
+                device=args.device,
+                show_progress_bar=True,
+            )
+        else:
+            searcher = GraphSearcher(
+                emb,
+                store.load_graph(),
+                scorer=scorer,
+                num_entry_points=args.entry_points,
+                ncandidates=args.ncandidates,
+                max_iter=args.max_iter,
+                early_stop=not args.no_early_stop,
+                device=args.device,
+            )
+            res = searcher.search_batch(q, top_k=args.top_k, show_progress_bar=True)
+            k = min(len(r.indices) for r in res)
+            scores = torch.stack([torch.from_numpy(r.scores[:k]) for r in res])
+            idx = torch.stack([torch.from_numpy(r.indices[:k]) for r in res])
+    seconds = time.perf_counter() - t
+    run = to_run(qids, doc_ids, scores, idx)
+    out = Path(args.output_dir)
+    write_trec_run(run, out / f"{args.mode}.trec", tag=f"hydra_st-hypencoder-{args.mode}")
+    summary: dict[str, Any] = {
+        "mode": args.mode,
+        "queries": len(qids),
+        "seconds": seconds,
+        "ms_per_query": 1000 * seconds / max(1, len(qids)),
+    }
+    if ds.qrels:
+        result = evaluate_run(ds.qrels, run, metrics=args.metrics or list(DEFAULT_METRICS))
+        summary["metrics"] = result.aggregate
+        result.save(out / f"{args.mode}.metrics.json")
+    atomic_write_json(out / f"{args.mode}.summary.json", summary)
+    print(summary)
+    return 0

@@ -1,0 +1,142 @@
+"""Model card (README.md) of a saved Hypencoder: architecture, q-net shape, usage, training and results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hydra_st.utils.io import atomic_write_json, atomic_write_text
+
+TEMPLATE = """---
+library_name: sentence-transformers
+pipeline_tag: sentence-similarity
+license: apache-2.0
+tags:
+- sentence-transformers
+- hypencoder
+- hydra_st
+- q-net
+base_model: {base_model}
+---
+
+# {title}
+
+A **Hypencoder** retrieval model built with [`hydra_st`](https://huggingface.co/hydra-st) on
+`{base_model}`. A query is encoded into the parameters of a small neural network (its *q-net*); a document is
+a {doc_dim}-d vector; the relevance score is the q-net applied to the document vector.
+
+## Architecture
+
+| part | value |
+|---|---|
+| transformer | {transformer} ({trainable}) |
+| document route | {doc_route} |
+| q-net widths (`vector_dimensions`) | `{dims}` |
+| q-net blocks | ReLU, non-affine LayerNorm, residual (not on the last block), bias-free output layer |
+| linear skip term | {skip} |
+| q-net parameters per query | {qnet_params:,} floats |
+| hyper-head parameters | {head_params:,} |
+
+## Usage
+
+```python
+from hydra_st.hypencoder import Hypencoder
+
+model = Hypencoder("{model_id}")            # no trust_remote_code needed
+q = model.encode_query(["what is a hypernetwork?"])
+d = model.encode_document(["A hypernetwork writes the weights of another network.", "Bananas are yellow."])
+print(model.similarity(q, d))                # q-net scores, shape [1, 2]
+```
+
+Plain sentence-transformers also works once `hydra_st` is installed:
+`SentenceTransformer("{model_id}", trust_remote_code=True)` loads the hyper-head from the installed package and
+its `on_model_ready` hook makes `model.similarity` score with the q-net (the `similarity_fn_name` saved in the
+config is a placeholder: sentence-transformers only knows cosine/dot/euclidean/manhattan).
+
+Large corpora: `hydra_st.retrieval.exhaustive_search` (chunked, exact) or `GraphSearcher` (neighbour-graph search),
+or the CLI `hydra-st encode / build-graph / retrieve --mode exhaustive|graph`.
+
+## Training
+
+{training}
+
+## Evaluation
+
+{evaluation}
+
+## Citation
+
+Killingback, Zeng, Zamani. *Hypencoder: Hypernetworks for Information Retrieval.* SIGIR 2025.
+"""
+
+
+def render_model_card(
+    model: Any,
+    model_id: str = "path/to/model",
+    config: dict[str, Any] | None = None,
+    results: dict[str, Any] | None = None,
+) -> str:
+    """The README text of a Hypencoder."""
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
+
+    conv = model.converter
+    head = model.hyper_head
+    transformers = model.transformers()
+    pooling = next((m for m in model.modules() if isinstance(m, Pooling)), None)
+    has_norm = any(isinstance(m, Normalize) for m in model.modules())
+    trainable = any(p.requires_grad for t in transformers for p in t.parameters())
+    config = config or {}
+    base = config.get("base_model") or getattr(model.model_card_data, "base_model", None) or "unknown"
+    if config:
+        rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in config.items() if k not in ("data_dir", "cache_dir"))
+        training = (
+            f"MarginMSE (weight {config.get('margin_weight', 1.0)}) against RRF(BM25, dense) teacher margins, plus "
+            f"in-batch cross-entropy (weight {config.get('in_batch_weight', 1.0)}), on the train queries only."
+            "\n\n| setting | value |\n|---|---|\n" + rows
+        )
+    else:
+        training = "Untrained or converted checkpoint."
+    if results:
+        rows = "\n".join(f"| {k} | {v} |" for k, v in results.items())
+        evaluation = "| dataset / metric | value |\n|---|---|\n" + rows
+    else:
+        evaluation = "No evaluation recorded."
+    return TEMPLATE.format(
+        title=Path(model_id).name,
+        base_model=base,
+        doc_dim=conv.input_dim,
+        transformer=type(transformers[0].auto_model).__name__ if transformers else "?",
+        trainable="fine-tuned" if trainable or not config.get("freeze_base", True) else "frozen",
+        doc_route=f"{getattr(pooling, 'pooling_mode', '?')} pooling" + (" + L2 normalise" if has_norm else ""),
+        dims=conv.vector_dimensions,
+        skip="yes (initialised to the base query embedding)" if conv.linear_skip else "no",
+        qnet_params=conv.num_parameters,
+        head_params=sum(p.numel() for p in head.parameters()),
+        model_id=model_id,
+        training=training,
+        evaluation=evaluation,
+    )
+
+
+def save_with_card(
+    model: Any,
+    output_path: str | Path,
+    model_id: str | None = None,
+    config: dict[str, Any] | None = None,
+    results: dict[str, Any] | None = None,
+) -> None:
+    """``model.save`` followed by the Hypencoder README (and the training config as JSON)."""
+    output_path = Path(output_path)
+    model.save(str(output_path))
+    if config:
+        atomic_write_json(output_path / "training_config.json", config)
+    if results:
+        atomic_write_json(output_path / "results.json", results)
+    text = render_model_card(model, model_id or output_path.name, config, results)
+    atomic_write_text(output_path / "README.md", text)
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    p = Path(path) / "results.json"
+    return json.loads(p.read_text()) if p.exists() else {}

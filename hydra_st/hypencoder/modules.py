@@ -1,0 +1,315 @@
+"""The hyper-head: a sentence-transformers module that turns token states into q-net parameters.
+
+For every matrix ``i`` of shape ``(in, out)`` the q-net converter declares, ``out`` learned query vectors of width
+``in`` attend over key/value projections of the token states (scale ``1/sqrt(out)``, padding masked), the attended
+values go through ReLU, a non-affine LayerNorm and a linear projection, and a learned base matrix is added:
+``W_i = (proj_i(LN(ReLU(softmax(Q_i K_i^T / sqrt(out)) V_i))) + Base_i)^T``. Biases use the same recipe with one
+query vector and a base vector. The module writes the flat parameters (see :class:`QNetConverter`) to
+``features["sentence_embedding"]``, so ``model.encode_query`` returns one flat q-net per query.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import types
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from sentence_transformers.sentence_transformer.modules import Module, Transformer
+from torch import Tensor, nn
+
+from hydra_st.hypencoder.qnet import QNetConverter, QNetParams, converter_from_config
+
+HYPER_HEAD_TYPE = "hydra_st.hypencoder.modules.HyperHead"
+BASE_REFERENCE_TYPE = "hydra_st.hypencoder.modules.BaseModelReference"
+
+
+class HyperHead(Module):
+    """Hyper-head writing one q-net per query from the transformer's token states.
+
+    Args:
+        hidden_size: width of the token states (384 for MiniLM, 768 for BERT-base).
+        converter: q-net converter or its config dict; default ``[hidden_size, hidden_size, hidden_size, 1]``.
+        skip_from_pooling: when the converter has ``linear_skip``, fill the skip vector with the L2-normalised
+            mean of the token states (the frozen bi-encoder's query embedding), so training starts from it.
+        init_seed: seed of a local generator used for the initialisation (never the global RNG).
+
+    Example:
+        >>> import torch
+        >>> head = HyperHead(hidden_size=8, converter={"vector_dimensions": [8, 8, 1]})
+        >>> out = head({"token_embeddings": torch.randn(2, 5, 8), "attention_mask": torch.ones(2, 5)})
+        >>> out["sentence_embedding"].shape == (2, head.converter.num_parameters)
+        True
+    """
+
+    config_keys = ["hidden_size", "converter_config", "skip_from_pooling", "init_seed"]
+    config_file_name = "config.json"
+
+    def __init__(
+        self,
+        hidden_size: int,
+        converter: QNetConverter | dict[str, Any] | None = None,
+        skip_from_pooling: bool = True,
+        init_seed: int = 1,
+        converter_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if converter is None:
+            converter = converter_config
+        if converter is None:
+            converter = QNetConverter([hidden_size, hidden_size, hidden_size, 1])
+        elif isinstance(converter, dict):
+            converter = converter_from_config(converter)
+        self.hidden_size = int(hidden_size)
+        self.converter = converter
+        self.skip_from_pooling = skip_from_pooling
+        self.init_seed = init_seed
+        w_shapes, b_shapes = converter.weight_shapes, converter.bias_shapes
+        self.weight_query_embeddings = nn.ParameterList([nn.Parameter(torch.empty(1, o, i)) for i, o in w_shapes])
+        self.bias_query_embeddings = nn.ParameterList([nn.Parameter(torch.empty(1, 1, o)) for o in b_shapes])
+        self.hyper_base_matrices = nn.ParameterList([nn.Parameter(torch.empty(1, o, i)) for i, o in w_shapes])
+        self.hyper_base_vectors = nn.ParameterList([nn.Parameter(torch.empty(1, o)) for o in b_shapes])
+        widths = [i for i, _ in w_shapes] + list(b_shapes)
+        self.key_projections = nn.ModuleList([nn.Linear(hidden_size, w) for w in widths])
+        self.value_projections = nn.ModuleList([nn.Linear(hidden_size, w) for w in widths])
+        self.weight_hyper_projection = nn.ModuleList([nn.Linear(i, i) for i, _ in w_shapes])
+        self.bias_hyper_projection = nn.ModuleList([nn.Linear(o, o) for o in b_shapes])
+        self._initialise(init_seed)
+
+    @property
+    def converter_config(self) -> dict[str, Any]:
+        return self.converter.get_config()
+
+    @torch.no_grad()
+    def _initialise(self, seed: int) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        n_w = len(self.converter.weight_shapes)
+        for p in self.weight_query_embeddings:
+            p.copy_(torch.randn(p.shape, generator=gen) * 10.0)
+        for p in self.bias_query_embeddings:
+            p.copy_(torch.randn(p.shape, generator=gen) * 10.0)
+        for p in self.hyper_base_matrices:
+            p.copy_(torch.randn(p.shape, generator=gen) * math.sqrt(2.0 / p.shape[-1]))
+        for p in self.hyper_base_vectors:
+            p.zero_()
+        for idx, (k, v) in enumerate(zip(self.key_projections, self.value_projections, strict=False)):
+            for lin in (k, v):
+                bound = 1.0 / math.sqrt(lin.in_features)
+                lin.weight.copy_((torch.rand(lin.weight.shape, generator=gen) * 2 - 1) * bound)
+                if idx < n_w:
+                    lin.bias.zero_()
+                else:
+                    lin.bias.copy_((torch.rand(lin.bias.shape, generator=gen) * 2 - 1) * bound)
+        for lin in self.weight_hyper_projection:
+            lin.weight.copy_(torch.randn(lin.weight.shape, generator=gen) / (lin.in_features**2))
+            lin.bias.zero_()
+        for lin in self.bias_hyper_projection:
+            bound = 1.0 / math.sqrt(lin.in_features)
+            lin.weight.copy_((torch.rand(lin.weight.shape, generator=gen) * 2 - 1) * bound)
+            lin.bias.copy_((torch.rand(lin.bias.shape, generator=gen) * 2 - 1) * bound)
+        if self.converter.linear_skip and self.skip_from_pooling:
+            # The skip term carries the base model's score; a zero output layer makes the untrained q-net add 0.
+            self.hyper_base_matrices[-1].zero_()
+            self.weight_hyper_projection[-1].weight.zero_()
+
+    # ------------------------------------------------------------------ forward
+    @staticmethod
+    def _attend(query: Tensor, keys: Tensor, values: Tensor, mask: Tensor, scale: float) -> Tensor:
+        # query [1, n, w]; keys/values [B, T, w]; mask [B, T] -> [B, n, w]
+        logits = torch.einsum("nw,btw->bnt", query[0], keys) / scale
+        logits = logits.masked_fill(~mask[:, None, :], float("-inf"))
+        return torch.softmax(logits, dim=-1) @ values
+
+    def generate(self, token_embeddings: Tensor, attention_mask: Tensor) -> QNetParams:
+        """Unpacked q-net parameters for a batch of token states ``[B, T, hidden]``."""
+        if token_embeddings.shape[-1] != self.hidden_size:
+            raise ValueError(
+                f"HyperHead expects token states of width {self.hidden_size}, got {token_embeddings.shape[-1]}: "
+                "the hyper-head must sit on a transformer with that hidden size"
+            )
+        mask = attention_mask.bool()
+        n_w = len(self.converter.weight_shapes)
+        weights = []
+        for i, (_, out) in enumerate(self.converter.weight_shapes):
+            keys = self.key_projections[i](token_embeddings)
+            values = self.value_projections[i](token_embeddings)
+            ctx = self._attend(self.weight_query_embeddings[i], keys, values, mask, math.sqrt(out))
+            ctx = F.layer_norm(F.relu(ctx), (ctx.shape[-1],))
+            w = self.weight_hyper_projection[i](ctx) + self.hyper_base_matrices[i]
+            weights.append(w.transpose(1, 2))
+        biases = []
+        for j, _ in enumerate(self.converter.bias_shapes):
+            keys = self.key_projections[n_w + j](token_embeddings)
+            values = self.value_projections[n_w + j](token_embeddings)
+            ctx = self._attend(self.bias_query_embeddings[j], keys, values, mask, 1.0)
+            ctx = F.layer_norm(F.relu(ctx), (ctx.shape[-1],))
+            b = self.bias_hyper_projection[j](ctx)[:, 0] + self.hyper_base_vectors[j]
+            biases.append(b)
+        skip = None
+        if self.converter.linear_skip:
+            m = attention_mask.to(token_embeddings.dtype).unsqueeze(-1)
+            pooled = (token_embeddings * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            skip = F.normalize(pooled, dim=-1) if self.skip_from_pooling else torch.zeros_like(pooled)
+        return QNetParams(weights, biases, skip)
+
+    def forward(self, features: dict[str, Tensor], **kwargs: Any) -> dict[str, Tensor]:
+        params = self.generate(features["token_embeddings"], features["attention_mask"])
+        features["sentence_embedding"] = self.converter.pack(params)
+        return features
+
+    def get_embedding_dimension(self) -> int:
+        return self.converter.num_parameters
+
+    # -------------------------------------------------------------- model hook
+    def on_model_ready(self, model: Any) -> None:
+        """Make any SentenceTransformer holding this head score with the q-net.
+
+        ``similarity_fn_name`` is a closed enum in sentence-transformers, so a plain
+        ``SentenceTransformer(path, trust_remote_code=True)`` would otherwise fall back to cosine. The hook binds
+        q-net ``similarity``/``similarity_pairwise`` methods on that instance; :class:`Hypencoder` already has them.
+        """
+        if getattr(type(model), "_is_hypencoder", False):
+            return
+        head = self
+
+        def similarity(_self: Any, embeddings1: Any, embeddings2: Any) -> Tensor:
+            return head.converter.score(_to_tensor(embeddings1), _to_tensor(embeddings2))
+
+        def similarity_pairwise(_self: Any, embeddings1: Any, embeddings2: Any) -> Tensor:
+            return head.converter.score_pairwise(_to_tensor(embeddings1), _to_tensor(embeddings2))
+
+        model.similarity = types.MethodType(similarity, model)
+        model.similarity_pairwise = types.MethodType(similarity_pairwise, model)
+
+    # ------------------------------------------------------------------ save/load
+    def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
+        self.save_config(output_path)
+        self.save_torch_weights(output_path, safe_serialization=True)
+
+    @classmethod
+    def load(
+        cls,
+        model_name_or_path: str,
+        subfolder: str = "",
+        token: bool | str | None = None,
+        cache_folder: str | None = None,
+        revision: str | None = None,
+        local_files_only: bool = False,
+        **kwargs: Any,
+    ) -> HyperHead:
+        config = cls.load_config(
+            model_name_or_path=model_name_or_path,
+            subfolder=subfolder,
+            token=token,
+            cache_folder=cache_folder,
+            revision=revision,
+            local_files_only=local_files_only,
+        )
+        model = cls(**config)
+        path = cls.load_file_path(
+            model_name_or_path,
+            "model.safetensors",
+            subfolder=subfolder,
+            token=token,
+            cache_folder=cache_folder,
+            revision=revision,
+            local_files_only=local_files_only,
+        )
+        if path is None:
+            raise FileNotFoundError(f"{model_name_or_path}/{subfolder}: hyper-head weights model.safetensors missing")
+        try:
+            state = load_file(path)
+        except Exception as exc:  # safetensors raises its own error types
+            raise ValueError(f"{path}: corrupt hyper-head weights ({exc}); re-save or re-download the model") from exc
+        expected = model.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        wrong = [k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape)]
+        if missing or unexpected or wrong:
+            raise ValueError(
+                f"{path}: hyper-head weights do not match its config (missing {missing[:3]}, unexpected "
+                f"{unexpected[:3]}, wrong shapes {sorted(wrong)[:3]}); the config.json and model.safetensors come "
+                "from different models"
+            )
+        model.load_state_dict(state)
+        return model
+
+
+def _to_tensor(x: Any) -> Tensor:
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, list):
+        return torch.stack([_to_tensor(v) for v in x])
+    return torch.as_tensor(x)
+
+
+class BaseModelReference(Transformer):
+    """A frozen transformer that is saved as a reference to its Hub id instead of a copy of its weights.
+
+    A Hypencoder trained on a frozen base only adds hyper-head weights; saving it with this module keeps the model
+    folder small (the base is re-loaded by id, offline through :mod:`hydra_st.hub.offline` where possible). A
+    fingerprint of the base's weights is stored and checked on load, so a fine-tuned transformer is never silently
+    replaced by the original.
+
+    Example:
+        >>> model_id = "sentence-transformers/all-MiniLM-L6-v2"
+        >>> ref = BaseModelReference.from_transformer(base[0], model_id)  # doctest: +SKIP
+    """
+
+    reference_file = "base_model_reference.json"
+
+    @classmethod
+    def from_transformer(cls, transformer: Transformer, model_id: str) -> BaseModelReference:
+        ref = cls.__new__(cls)
+        ref.__dict__ = transformer.__dict__  # shares the submodules, parameters and tokenizer
+        ref.base_model_id = model_id
+        return ref
+
+    def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
+        from hydra_st.utils.hashing import fingerprint_model
+        from hydra_st.utils.io import atomic_write_json
+
+        atomic_write_json(
+            os.path.join(output_path, self.reference_file),
+            {
+                "base_model_id": self.base_model_id,
+                "max_seq_length": self.max_seq_length,
+                "fingerprint": fingerprint_model(self.auto_model),
+            },
+        )
+
+    @classmethod
+    def load(cls, model_name_or_path: str, subfolder: str = "", token: bool | str | None = None,
+             cache_folder: str | None = None, revision: str | None = None, local_files_only: bool = False,
+             **kwargs: Any) -> BaseModelReference:  # fmt: skip
+        import json
+
+        from hydra_st.hub.offline import ensure_base_model
+        from hydra_st.utils.hashing import fingerprint_model
+
+        path = cls.load_file_path(
+            model_name_or_path,
+            cls.reference_file,
+            subfolder=subfolder,
+            token=token,
+            cache_folder=cache_folder,
+            revision=revision,
+            local_files_only=local_files_only,
+        )
+        if path is None:
+            raise FileNotFoundError(f"{model_name_or_path}: {cls.reference_file} is missing")
+        info = json.loads(open(path, encoding="utf8").read())
+        model_id = info["base_model_id"]
+        source = ensure_base_model(model_id) or model_id
+        transformer = Transformer.load(str(source), token=token, cache_folder=cache_folder)
+        ref = cls.from_transformer(transformer, model_id)
+        ref.max_seq_length = info.get("max_seq_length", ref.max_seq_length)
+        if info.get("fingerprint") and fingerprint_model(ref.auto_model) != info["fingerprint"]:
+            raise ValueError(
+                f"{model_name_or_path}: the weights of {model_id} differ from those the model was trained on "
+                "(fingerprint mismatch); load the matching base revision or save the model with its transformer"
+            )
+        return ref

@@ -1,0 +1,496 @@
+"""Train a Hypencoder (or its matched bi-encoder) with MarginMSE + in-batch cross-entropy on teacher labels.
+
+Training data (per dataset, train split only): the foundation's teachers BM25 and the dense base model are fused
+with RRF; each query's fused top ``depth`` are its candidates, and the teacher score of a candidate is
+``label_scale * RRF(d)`` plus ``label_scale / (rrf_k + 1)`` when the train qrels mark it relevant. A training
+example is one positive (a train-qrels positive, else the teacher's top document) and ``num_negatives`` documents
+drawn from the candidates that are not relevant. No test qrels are read.
+
+Frozen base (default on CPU): document vectors come from the DenseTeacher cache (with a frozen base,
+Transformer -> mean Pooling -> Normalize *is* the teacher's embedding) and the query token states are computed once;
+only the hyper-head trains. Trainable base: queries and documents go through the transformer at every step.
+
+The matched bi-encoder (``bi_encoder=True``) uses the same base, data, head, steps and loss; only its q-net is
+``[d, 1]`` (one generated vector plus the skip vector, scored by inner product), so it runs under faiss.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from hydra_st.hypencoder.losses import hypencoder_loss
+from hydra_st.hypencoder.model import Hypencoder
+from hydra_st.hypencoder.qnet import QNetConverter
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class HypencoderTrainingConfig:
+    """Settings of one training run (saved beside the model as ``training_config.json``)."""
+
+    datasets: list[str] = field(default_factory=lambda: ["scifact", "nfcorpus"])
+    split: str = "train"
+    base_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    bi_encoder: bool = False
+    qnet_hidden_layers: int = 2
+    qnet_width: int | None = None
+    linear_skip: bool = True
+    freeze_base: bool = True
+    shared_transformer: bool = True
+    document_pooling: str = "mean"
+    steps: int = 1500
+    batch_size: int = 32
+    num_negatives: int = 7
+    learning_rate: float = 1e-3
+    base_learning_rate: float = 2e-5
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    margin_weight: float = 1.0
+    in_batch_weight: float = 1.0
+    depth: int = 100
+    rrf_k: float = 60.0
+    label_scale: float = 20.0
+    use_qrels: bool = True
+    balance_datasets: bool = True
+    max_queries_per_dataset: int | None = None
+    seed: int = 42
+    device: str = "cpu"
+    mixed_precision: str = "no"
+    data_dir: str | None = None
+    cache_dir: str | None = None
+
+    def converter(self, hidden: int) -> QNetConverter:
+        if self.bi_encoder:
+            return QNetConverter([hidden, 1], linear_skip=self.linear_skip)
+        width = self.qnet_width or hidden
+        return QNetConverter([hidden] + [width] * self.qnet_hidden_layers + [1], linear_skip=self.linear_skip)
+
+
+@dataclass
+class TeacherExamples:
+    """Teacher candidates of one dataset's training queries (indices into ``doc_ids``)."""
+
+    name: str
+    doc_ids: list[str]
+    doc_texts: list[str]
+    query_ids: list[str]
+    query_texts: list[str]
+    candidates: list[np.ndarray]
+    teacher_scores: list[np.ndarray]
+    positives: list[np.ndarray]
+
+
+def build_teacher_examples(
+    name: str,
+    split: str = "train",
+    depth: int = 100,
+    rrf_k: float = 60.0,
+    label_scale: float = 20.0,
+    base_model: Any = None,
+    data_dir: str | None = None,
+    cache_dir: str | None = None,
+    max_queries: int | None = None,
+    show_progress_bar: bool = True,
+    use_qrels: bool = True,
+) -> TeacherExamples:
+    """RRF(BM25, dense) candidates and teacher scores for the ``split`` queries of dataset ``name``.
+
+    The fused run is cached as JSON under ``<cache dir>/hypencoder/teacher_runs/`` (atomic write).
+    """
+    from hydra_st.data import load_dataset
+    from hydra_st.settings import DEFAULT_BASE_MODEL, resolve_cache_dir
+    from hydra_st.teachers import BM25Teacher, DenseTeacher, reciprocal_rank_fusion
+    from hydra_st.utils.hashing import fingerprint_texts
+    from hydra_st.utils.io import atomic_write_json
+
+    if split == "test":
+        raise ValueError("training never reads the test split; use split='train' (or 'dev' where it exists)")
+    ds = load_dataset(name, split=split, data_dir=data_dir)
+    queries = ds.judged_queries
+    qids = sorted(queries)
+    if max_queries is not None:
+        qids = qids[:max_queries]
+    doc_ids, doc_texts = ds.doc_ids, ds.doc_texts
+    parts = [name, split, str(depth), str(rrf_k), str(base_model or DEFAULT_BASE_MODEL), *qids]
+    key = fingerprint_texts(parts, parts)
+    path = resolve_cache_dir(cache_dir) / "hypencoder" / "teacher_runs" / f"{name}-{split}-{key}.json"
+    if path.is_file():
+        fused = json.loads(path.read_text())
+    else:
+        texts = {q: queries[q].text for q in qids}
+        bm25 = BM25Teacher().index(doc_ids, doc_texts).search(texts, top_k=depth)
+        dense = (
+            DenseTeacher(base_model or DEFAULT_BASE_MODEL, cache_dir=cache_dir, show_progress_bar=show_progress_bar)
+            .index(doc_ids, doc_texts)
+            .search(texts, top_k=depth)
+        )
+        fused = reciprocal_rank_fusion([bm25, dense], k=rrf_k, depth=depth, top_k=depth)
+        atomic_write_json(path, fused, indent=None)
+    position = {d: i for i, d in enumerate(doc_ids)}
+    bonus = label_scale / (rrf_k + 1.0)
+    ex = TeacherExamples(name, doc_ids, doc_texts, [], [], [], [], [])
+    for qid in qids:
+        run = fused.get(qid, {})
+        rel = ds.relevant(qid) if use_qrels else set()
+        cand = [d for d in run]
+        extra = [d for d in rel if d not in run and d in position]
+        ids = cand + extra
+        if len(ids) < 2:
+            continue
+        scores = np.array([label_scale * run.get(d, 0.0) + (bonus if d in rel else 0.0) for d in ids], np.float32)
+        pos = np.array([i for i, d in enumerate(ids) if d in rel] or [0], dtype=np.int64)
+        ex.query_ids.append(qid)
+        ex.query_texts.append(queries[qid].text)
+        ex.candidates.append(np.array([position[d] for d in ids], dtype=np.int64))
+        ex.teacher_scores.append(scores)
+        ex.positives.append(pos)
+    return ex
+
+
+@torch.no_grad()
+def query_token_states(model: Hypencoder, texts: list[str], batch_size: int = 128) -> tuple[Tensor, Tensor]:
+    """Token states ``[n, T, h]`` and masks ``[n, T]`` of the query route's transformer (padded to one ``T``)."""
+    transformer = query_transformer(model)
+    states, masks = [], []
+    for start in range(0, len(texts), batch_size):
+        feats = transformer.preprocess(texts[start : start + batch_size])
+        feats = {k: v.to(model.device) if isinstance(v, Tensor) else v for k, v in feats.items()}
+        out = transformer(feats)
+        states.append(out["token_embeddings"].float().cpu())
+        masks.append(out["attention_mask"].cpu())
+    t_max = max(s.shape[1] for s in states)
+    states = [torch.nn.functional.pad(s, (0, 0, 0, t_max - s.shape[1])) for s in states]
+    masks = [torch.nn.functional.pad(m, (0, t_max - m.shape[1])) for m in masks]
+    return torch.cat(states), torch.cat(masks)
+
+
+def document_vectors(
+    model: Hypencoder, ex: TeacherExamples, cache_dir: str | None = None, show_progress_bar: bool = True
+) -> Tensor:
+    """Document vectors of a frozen model, from the shared DenseTeacher cache when they are the base's embeddings.
+
+    With a frozen shared transformer and a mean-pooling + normalising document route, the Hypencoder's document
+    vectors equal the base sentence-transformer's, so the cache the foundation's DenseTeacher keeps for the base is
+    reused (checked on a few documents). Otherwise the Hypencoder's own document route is encoded once and cached.
+    """
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
+
+    from hydra_st.teachers import DenseTeacher
+
+    doc_route = [m for m in model.modules() if isinstance(m, (Pooling, Normalize))]
+    if isinstance(model[0], query_transformer(model).__class__) and len(doc_route) == 2:
+        base = SentenceTransformer(modules=[model[0], *doc_route], device=str(model.device))
+        vecs = DenseTeacher(base, cache_dir=cache_dir, show_progress_bar=show_progress_bar).encode_corpus(
+            ex.doc_ids, ex.doc_texts
+        )
+        check = model.encode_document(ex.doc_texts[:4], convert_to_numpy=True)
+        if np.allclose(check, vecs[:4], atol=1e-4):
+            return torch.from_numpy(np.array(vecs))
+    teacher = DenseTeacher(model, cache_dir=cache_dir, show_progress_bar=show_progress_bar)
+    return torch.from_numpy(np.array(teacher.encode_corpus(ex.doc_ids, ex.doc_texts)))
+
+
+def query_transformer(model: Hypencoder) -> Any:
+    from sentence_transformers.sentence_transformer.modules import Router, Transformer
+
+    if isinstance(model[0], Transformer):
+        return model[0]
+    router = next(m for m in model if isinstance(m, Router))
+    return router.sub_modules["query"][0]
+
+
+def _sample_batch(
+    examples: list[tuple[int, int]],
+    data: list[TeacherExamples],
+    batch_size: int,
+    num_neg: int,
+    rng: random.Random,
+    balance: bool = False,
+) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """``(dataset, query, doc indices [1+n], teacher scores [1+n])`` for a random batch of queries.
+
+    With ``balance`` every query picks its dataset uniformly first, so a large dataset does not drown a small one.
+    """
+    batch = []
+    if balance:
+        picked: set[tuple[int, int]] = set()
+        usable = [d for d, ex in enumerate(data) if ex.query_ids]
+        while len(picked) < min(batch_size, len(examples)):
+            d = rng.choice(usable)
+            picked.add((d, rng.randrange(len(data[d].query_ids))))
+        chosen = sorted(picked)
+        rng.shuffle(chosen)
+    else:
+        chosen = rng.sample(examples, min(batch_size, len(examples)))
+    for ds_i, q_i in chosen:
+        ex = data[ds_i]
+        cand, scores, pos = ex.candidates[q_i], ex.teacher_scores[q_i], ex.positives[q_i]
+        p = int(rng.choice(list(pos)))
+        pos_set = set(pos.tolist())
+        neg_pool = [i for i in range(len(cand)) if i not in pos_set]
+        if not neg_pool:
+            continue
+        negs = rng.sample(neg_pool, num_neg) if len(neg_pool) >= num_neg else rng.choices(neg_pool, k=num_neg)
+        order = np.array([p, *negs])
+        batch.append((ds_i, q_i, cand[order], scores[order]))
+    return batch
+
+
+def train_hypencoder(
+    config: HypencoderTrainingConfig,
+    output_path: str | Path | None = None,
+    model: Hypencoder | None = None,
+    data: list[TeacherExamples] | None = None,
+    show_progress_bar: bool = True,
+    validation: Callable[[Hypencoder], float] | None = None,
+    eval_every: int = 50,
+) -> tuple[Hypencoder, dict[str, Any]]:
+    """Train and (optionally) save a Hypencoder or matched bi-encoder; returns the model and a log dict.
+
+    With ``validation`` (a function of the model returning a score, higher is better; e.g.
+    :func:`validation_ndcg` on held-out *training* queries), the model is scored before training and every
+    ``eval_every`` steps and the best hyper-head state is restored at the end (early stopping).
+    """
+
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    if model is None:
+        from hydra_st.hub.offline import load_base_model
+
+        base = load_base_model(config.base_model, device=config.device)
+        hidden = base[0].get_embedding_dimension()
+        model = Hypencoder.from_base(
+            base,
+            converter=config.converter(hidden),
+            shared_transformer=config.shared_transformer,
+            document_pooling=config.document_pooling,
+            device=config.device,
+        )
+    model.freeze_transformer(config.freeze_base)
+    if data is None:
+        data = [
+            build_teacher_examples(
+                n,
+                config.split,
+                config.depth,
+                config.rrf_k,
+                config.label_scale,
+                base_model=config.base_model,
+                data_dir=config.data_dir,
+                cache_dir=config.cache_dir,
+                max_queries=config.max_queries_per_dataset,
+                use_qrels=config.use_qrels,
+                show_progress_bar=show_progress_bar,
+            )
+            for n in config.datasets
+        ]
+    head = model.hyper_head
+    converter = model.converter
+    if config.freeze_base:
+        # Frozen base: cached document vectors (DenseTeacher cache) and query token states computed once.
+        doc_vecs = [document_vectors(model, ex, config.cache_dir, show_progress_bar) for ex in data]
+        token_cache = [query_token_states(model, ex.query_texts) for ex in data]
+        t_all = max(states.shape[1] for states, _ in token_cache)  # one padded length across datasets
+        token_cache = [
+            (F.pad(states, (0, 0, 0, t_all - states.shape[1])), F.pad(mask, (0, t_all - mask.shape[1])))
+            for states, mask in token_cache
+        ]
+    params = [p for p in head.parameters() if p.requires_grad]
+    groups = [{"params": params, "lr": config.learning_rate}]
+    if not config.freeze_base:
+        base_params = [p for t in model.transformers() for p in t.parameters()]
+        groups.append({"params": base_params, "lr": config.base_learning_rate})
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps)))
+    accelerator = _accelerator(config)
+    examples = [(d, q) for d, ex in enumerate(data) for q in range(len(ex.query_ids))]
+    if not examples:
+        raise ValueError("no training examples: check that the datasets have train queries with teacher candidates")
+    log: dict[str, Any] = {"config": asdict(config), "num_queries": len(examples), "losses": []}
+    best = _validate(model, validation, 0, None, log) if validation is not None else None
+    model.train()
+    start = time.perf_counter()
+    bar = tqdm(
+        range(config.steps),
+        desc="train " + ("bi-encoder" if config.bi_encoder else "hypencoder"),
+        disable=not show_progress_bar,
+    )
+    running = None
+    for step in bar:
+        batch = _sample_batch(
+            examples, data, config.batch_size, config.num_negatives, rng, balance=config.balance_datasets
+        )
+        teacher_scores = torch.from_numpy(np.stack([b[3] for b in batch])).to(model.device)
+        with accelerator.autocast():
+            if config.freeze_base:
+                qs = [(b[0], b[1]) for b in batch]
+                t_max = max(int(token_cache[d][1][q].sum()) for d, q in qs)
+                tokens = torch.stack([token_cache[d][0][q, :t_max] for d, q in qs]).to(model.device)
+                mask = torch.stack([token_cache[d][1][q, :t_max] for d, q in qs]).to(model.device)
+                qnets = converter.pack(head.generate(tokens, mask))
+                docs = torch.stack([doc_vecs[b[0]][torch.from_numpy(b[2])] for b in batch]).to(model.device)
+            else:
+                texts = [data[b[0]].query_texts[b[1]] for b in batch]
+                qnets = model({**_to(model.preprocess(texts), model.device), "task": "query"})["sentence_embedding"]
+                doc_texts = [data[b[0]].doc_texts[int(i)] for b in batch for i in b[2]]
+                enc = model({**_to(model.preprocess(doc_texts), model.device), "task": "document"})[
+                    "sentence_embedding"
+                ]
+                docs = enc.view(len(batch), -1, enc.shape[-1])
+            loss, parts = hypencoder_loss(
+                converter, qnets, docs, teacher_scores, config.margin_weight, config.in_batch_weight
+            )
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+        optimizer.step()
+        scheduler.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss became {value} at step {step}; lower the learning rate")
+        running = value if running is None else 0.98 * running + 0.02 * value
+        if step % 50 == 0 or step == config.steps - 1:
+            log["losses"].append({"step": step, "loss": value, **parts})
+            bar.set_postfix(loss=f"{running:.4f}")
+        if validation is not None and ((step + 1) % eval_every == 0 or step == config.steps - 1):
+            best = _validate(model, validation, step + 1, best, log)
+    log["train_seconds"] = time.perf_counter() - start
+    if validation is not None and best is not None:
+        model.load_state_dict(best[2])
+        log["best_step"], log["best_validation"] = best[0], best[1]
+    model.eval()
+    if output_path is not None:
+        from hydra_st.hypencoder.model_card import save_with_card
+        from hydra_st.utils.io import atomic_write_json
+
+        save_with_card(model, output_path, config=asdict(config))
+        atomic_write_json(Path(output_path) / "training_log.json", log)
+    return model, log
+
+
+def _validate(
+    model: Hypencoder, validation: Callable[[Hypencoder], float], step: int, best: Any, log: dict[str, Any]
+) -> Any:
+    model.eval()
+    with torch.no_grad():
+        score = float(validation(model))
+    model.train()
+    log.setdefault("validation", []).append({"step": step, "score": score})
+    if best is None or score > best[1]:
+        return (step, score, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    return best
+
+
+def validation_ndcg(
+    data: list[TeacherExamples], qrels: list[dict[str, dict[str, int]]]
+) -> Callable[[Hypencoder], float]:
+    """Mean nDCG@10 over datasets of held-out *training* queries (exhaustive q-net search, full corpus).
+
+    ``qrels`` are the *train* qrels of the held-out queries; document vectors are computed (or loaded from the
+    cache) once, on the first call.
+    """
+    from hydra_st.evaluation import evaluate_run
+    from hydra_st.retrieval import exhaustive_search, to_run
+
+    doc_vectors: list[Tensor] = []
+
+    def score(model: Hypencoder) -> float:
+        if not doc_vectors:
+            doc_vectors.extend(document_vectors(model, ex, show_progress_bar=False) for ex in data)
+        values = []
+        for ex, rels, docs in zip(data, qrels, doc_vectors, strict=True):
+            q = model.encode_query(ex.query_texts, convert_to_tensor=True, show_progress_bar=False)
+            s, idx = exhaustive_search(q, docs, top_k=100, scorer=model.similarity)
+            run = to_run(ex.query_ids, ex.doc_ids, s, idx)
+            values.append(evaluate_run(rels, run, metrics=("ndcg@10",)).aggregate["ndcg@10"])
+        return float(np.mean(values))
+
+    return score
+
+
+def split_examples(ex: TeacherExamples, fraction: float, seed: int = 0) -> tuple[TeacherExamples, TeacherExamples]:
+    """Split training queries into (train, held-out) parts, deterministically."""
+    order = np.random.default_rng(seed).permutation(len(ex.query_ids))
+    n_val = int(round(fraction * len(order)))
+    parts = []
+    for idx in (sorted(order[n_val:]), sorted(order[:n_val])):
+        parts.append(
+            TeacherExamples(
+                ex.name,
+                ex.doc_ids,
+                ex.doc_texts,
+                [ex.query_ids[i] for i in idx],
+                [ex.query_texts[i] for i in idx],
+                [ex.candidates[i] for i in idx],
+                [ex.teacher_scores[i] for i in idx],
+                [ex.positives[i] for i in idx],
+            )
+        )
+    return parts[0], parts[1]
+
+
+def _accelerator(config: HypencoderTrainingConfig) -> Any:
+    """A single-process ``accelerate.Accelerator`` for autocast (``mixed_precision`` bf16/fp16) and backward."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=config.mixed_precision)
+    if accelerator.num_processes > 1:
+        raise ValueError(
+            "train_hypencoder runs in one process (one GPU or the CPU); launch it without multi-process "
+            "accelerate/torchrun, or use HypencoderLoss with SentenceTransformerTrainer for data parallelism"
+        )
+    return accelerator
+
+
+def _to(features: dict[str, Any], device: Any) -> dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in features.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hydra_st.hypencoder.training --config recipe.yaml [--bi-encoder] --output DIR [key=value ...]``."""
+    import argparse
+
+    import yaml
+
+    parser = argparse.ArgumentParser(description="Train a Hypencoder (or, with --bi-encoder, its matched bi-encoder).")
+    parser.add_argument("--config", help="YAML recipe with HypencoderTrainingConfig fields")
+    parser.add_argument("--bi-encoder", action="store_true", help="train the matched inner-product bi-encoder")
+    parser.add_argument("--output", required=True, help="where to save the trained model")
+    parser.add_argument("overrides", nargs="*", help="field=value overrides, e.g. steps=100 freeze_base=false")
+    args = parser.parse_args(argv)
+    values: dict[str, Any] = {}
+    if args.config:
+        values.update(yaml.safe_load(Path(args.config).read_text()) or {})
+    for item in args.overrides:
+        key, _, raw = item.partition("=")
+        values[key] = yaml.safe_load(raw)
+    known = set(HypencoderTrainingConfig.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown training settings {unknown}; known: {sorted(known)}")
+    config = HypencoderTrainingConfig(**values)
+    if args.bi_encoder:
+        config.bi_encoder = True
+    train_hypencoder(config, output_path=args.output)
+    print(f"saved to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""Exhaustive top-k search with any scorer, in memory-bounded chunks, for any corpus size.
+
+The corpus may be a torch tensor, a numpy array or a read-only numpy memmap (from
+:class:`~hydra_st.retrieval.store.EmbeddingStore`); only one chunk of documents (and one block of scores) is in
+memory at a time. A *scorer* is any callable ``scorer(queries[Bq, ...], docs[Nc, d]) -> scores[Bq, Nc]``, e.g.
+``model.similarity`` of a :class:`~hydra_st.hypencoder.Hypencoder` (q-net scores) or :func:`dot_scorer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+Scorer = Callable[[Tensor, Tensor], Tensor]
+
+
+def dot_scorer(queries: Tensor, docs: Tensor) -> Tensor:
+    """Inner product scorer (bi-encoder)."""
+    return queries @ docs.T
+
+
+def as_tensor(x: Any, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Tensor:
+    """A torch view of a tensor, numpy array or memmap slice (copies only when needed)."""
+    if isinstance(x, Tensor):
+        t = x
+    else:
+        arr = np.asarray(x)
+        if not arr.flags.writeable or not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr).copy() if not arr.flags.writeable else np.ascontiguousarray(arr)
+        t = torch.from_numpy(arr)
+    if dtype is not None or device is not None:
+        t = t.to(device=device or t.device, dtype=dtype or t.dtype)
+    return t
+
+
+def merge_topk(scores_a: Tensor, idx_a: Tensor, scores_b: Tensor, idx_b: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Merge two ``[B, *]`` top lists into one ``[B, min(k, total)]`` top list (descending)."""
+    scores = torch.cat([scores_a, scores_b], dim=1)
+    idx = torch.cat([idx_a, idx_b], dim=1)
+    top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+    return top.values, torch.gather(idx, 1, top.indices)
+
+
+def default_chunk_size(num_queries: int, max_elements: int = 2**26, hidden: int = 1) -> int:
+    """Documents per chunk so that ``num_queries x chunk x hidden`` floats stay under ``max_elements``."""
+    return max(1, max_elements // max(1, num_queries * hidden))
+
+
+@torch.inference_mode()
+def exhaustive_search(
+    queries: Tensor | np.ndarray,
+    docs: Tensor | np.ndarray,
+    top_k: int = 10,
+    scorer: Scorer = dot_scorer,
+    chunk_size: int | None = None,
+    query_batch_size: int = 64,
+    device: str | torch.device | None = None,
+    show_progress_bar: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Top-``k`` documents of every query under ``scorer``, scanning the corpus chunk by chunk.
+
+    Args:
+        queries: ``[Nq, ...]`` query representations (vectors or flat q-net parameters).
+        docs: ``[N, d]`` document vectors (tensor, array or memmap).
+        top_k: results per query (clipped to the corpus size).
+        scorer: ``scorer(queries, docs_chunk) -> [Bq, Nc]``.
+        chunk_size: documents per chunk; default keeps each block of scores/activations around 256 MB.
+        query_batch_size: queries scored together.
+        device: where scoring runs (``"cuda"`` moves each chunk there).
+        show_progress_bar: tqdm over chunks.
+
+    Returns:
+        ``(scores, indices)``: ``[Nq, k]`` float scores and int64 document indices, best first.
+
+    Example:
+        >>> import torch
+        >>> s, i = exhaustive_search(torch.eye(3), torch.eye(3), top_k=1)
+        >>> i.flatten().tolist()
+        [0, 1, 2]
+    """
+    n_docs = len(docs)
+    if n_docs == 0:
+        raise ValueError("the corpus is empty")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    q_all = as_tensor(queries, device=device)
+    if q_all.dim() == 1:
+        q_all = q_all.unsqueeze(0)
+    k = min(top_k, n_docs)
+    chunk = chunk_size or default_chunk_size(min(query_batch_size, len(q_all)), hidden=_hidden_width(docs))
+    out_scores, out_idx = [], []
+    starts = range(0, n_docs, chunk)
+    for qs in range(0, len(q_all), query_batch_size):
+        q = q_all[qs : qs + query_batch_size]
+        best_s = torch.empty(len(q), 0, device=q.device)
+        best_i = torch.empty(len(q), 0, dtype=torch.long, device=q.device)
+        for start in tqdm(starts, desc="exhaustive search", disable=not show_progress_bar, leave=False):
+            d = as_tensor(docs[start : start + chunk], device=q.device, dtype=torch.float32)
+            s = scorer(q, d)
+            if s.shape != (len(q), len(d)):
+                raise ValueError(f"scorer returned shape {tuple(s.shape)}, expected {(len(q), len(d))}")
+            top = torch.topk(s.float(), min(k, s.shape[1]), dim=1)
+            best_s, best_i = merge_topk(best_s, best_i, top.values, top.indices + start, k)
+        out_scores.append(best_s)
+        out_idx.append(best_i)
+    return torch.cat(out_scores), torch.cat(out_idx)
+
+
+def _hidden_width(docs: Any) -> int:
+    shape = getattr(docs, "shape", None)
+    return int(shape[-1]) if shape is not None and len(shape) > 1 else 1
+
+
+def to_run(
+    query_ids: Sequence[str], doc_ids: Sequence[str], scores: Tensor, indices: Tensor
+) -> dict[str, dict[str, float]]:
+    """Turn ``(scores, indices)`` into a run ``{qid: {doc_id: score}}``."""
+    run: dict[str, dict[str, float]] = {}
+    s_np, i_np = scores.cpu().numpy(), indices.cpu().numpy()
+    for row, qid in enumerate(query_ids):
+        run[qid] = {doc_ids[int(j)]: float(v) for v, j in zip(s_np[row], i_np[row], strict=False) if j >= 0}
+    return run

@@ -1,0 +1,227 @@
+"""Approximate search over a document neighbour graph, for scorers that are not inner products (q-nets).
+
+The graph links every document to its ``k`` nearest documents (built once with faiss, independent of queries and of
+the q-net). Search, per query, as in the published Hypencoder:
+
+1. score a fixed random sample of ``num_entry_points`` documents (the same for every query);
+2. for up to ``max_iter`` rounds: push the round's best ``max(ncandidates, top_k)`` into the bounded result list,
+   then expand the best ``ncandidates`` of the round to their not-yet-scored neighbours; with ``early_stop`` stop as
+   soon as a round adds nothing to the result list.
+
+Every q-net evaluation is counted (``GraphSearchResult.num_evaluations``), since that is the cost model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from hydra_st.retrieval.exhaustive import Scorer, as_tensor, dot_scorer
+
+
+def build_neighbor_graph(
+    embeddings: np.ndarray | Tensor,
+    k: int = 32,
+    metric: str = "ip",
+    method: str = "exact",
+    batch_size: int = 16384,
+    hnsw_m: int = 32,
+    ef_search: int = 128,
+    nprobe: int = 16,
+    show_progress_bar: bool = True,
+) -> np.ndarray:
+    """``[N, k]`` int32 neighbour lists (self excluded) from faiss k-NN over the document vectors.
+
+    Args:
+        embeddings: ``[N, d]`` document vectors.
+        k: neighbours per document.
+        metric: ``"ip"`` (inner product; cosine for normalised vectors) or ``"l2"``.
+        method: ``"exact"`` (flat index, O(N^2 d)), ``"ivf"`` (inverted lists, ``2 sqrt(N)`` clusters, ``nprobe``
+            probed; approximate, fast for 10^5..10^7 documents) or ``"hnsw"`` (approximate).
+        batch_size: documents searched per faiss call.
+        hnsw_m: HNSW links per node (``method="hnsw"``).
+        ef_search: HNSW search breadth (``method="hnsw"``).
+        nprobe: inverted lists probed per document (``method="ivf"``).
+        show_progress_bar: tqdm over batches.
+
+    Example:
+        >>> import numpy as np
+        >>> g = build_neighbor_graph(np.eye(4, dtype="float32") + 0.1, k=2, show_progress_bar=False)
+        >>> g.shape
+        (4, 2)
+    """
+    import faiss
+
+    x = np.ascontiguousarray(as_tensor(embeddings).float().cpu().numpy())
+    n, d = x.shape
+    if not 1 <= k < n:
+        raise ValueError(f"k must be in [1, {n - 1}] for {n} documents, got {k}")
+    if metric not in ("ip", "l2"):
+        raise ValueError(f"metric must be 'ip' or 'l2', got {metric!r}")
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+    if method == "exact":
+        index = faiss.IndexFlatIP(d) if metric == "ip" else faiss.IndexFlatL2(d)
+    elif method == "hnsw":
+        index = faiss.IndexHNSWFlat(d, hnsw_m, faiss_metric)
+        index.hnsw.efSearch = max(ef_search, k + 1)
+    elif method == "ivf":
+        nlist = max(1, int(2 * np.sqrt(n)))
+        quantizer = faiss.IndexFlatIP(d) if metric == "ip" else faiss.IndexFlatL2(d)
+        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss_metric)
+        index.cp.niter = 10
+        sample = x[np.random.default_rng(0).choice(n, min(n, 32 * nlist), replace=False)]
+        index.train(sample)
+        index.nprobe = min(nprobe, nlist)
+    else:
+        raise ValueError(f"method must be 'exact', 'ivf' or 'hnsw', got {method!r}")
+    index.add(x)
+    graph = np.empty((n, k), dtype=np.int32)
+    for start in tqdm(range(0, n, batch_size), desc="neighbour graph", disable=not show_progress_bar):
+        _, nbrs = index.search(x[start : start + batch_size], k + 1)
+        rows = np.arange(start, start + len(nbrs))[:, None]
+        bad = (nbrs == rows) | (nbrs < 0)
+        order = np.argsort(bad, axis=1, kind="stable")  # self / missing ids move to the end
+        picked = np.take_along_axis(nbrs, order, axis=1)[:, :k]
+        picked_bad = np.take_along_axis(bad, order, axis=1)[:, :k]
+        picked = np.where(picked_bad, picked[:, :1], picked)  # too few results: repeat the best neighbour
+        graph[start : start + len(nbrs)] = np.where(picked < 0, rows, picked)
+    return graph
+
+
+@dataclass
+class GraphSearchResult:
+    """Result of one graph search: ``scores``/``indices`` best first, plus its cost."""
+
+    scores: np.ndarray
+    indices: np.ndarray
+    num_evaluations: int
+    num_rounds: int
+
+
+class GraphSearcher:
+    """Graph search over document vectors with any scorer.
+
+    Args:
+        docs: ``[N, d]`` document vectors.
+        graph: ``[N, k]`` neighbour lists from :func:`build_neighbor_graph`.
+        scorer: ``scorer(query[1, ...], docs[n, d]) -> [1, n]``; defaults to the inner product.
+        num_entry_points: random starting documents (same for every query).
+        ncandidates: best documents expanded per round.
+        max_iter: maximum rounds.
+        early_stop: stop when a round adds nothing to the results.
+        seed: seed of the entry-point sample.
+        device: where the documents live while searching.
+        extra_entry_points: optional ``f(query) -> doc indices`` added to the random entry points of that query
+            (an extension of the published method: e.g. the top documents of a faiss index over the q-net's
+            linear skip vector, when the converter has one).
+
+    Example:
+        >>> import numpy as np, torch
+        >>> docs = np.random.default_rng(0).normal(size=(200, 8)).astype("float32")
+        >>> searcher = GraphSearcher(docs, build_neighbor_graph(docs, k=8, show_progress_bar=False),
+        ...                          num_entry_points=20, ncandidates=8)
+        >>> res = searcher.search(torch.from_numpy(docs[3]), top_k=1)
+        >>> int(res.indices[0])
+        3
+    """
+
+    def __init__(
+        self,
+        docs: np.ndarray | Tensor,
+        graph: np.ndarray,
+        scorer: Scorer = dot_scorer,
+        num_entry_points: int = 1000,
+        ncandidates: int = 64,
+        max_iter: int = 16,
+        early_stop: bool = True,
+        seed: int = 43,
+        device: str | torch.device | None = None,
+        extra_entry_points: Callable[[Tensor], Tensor | np.ndarray] | None = None,
+    ) -> None:
+        self.docs = as_tensor(docs, device=device, dtype=torch.float32)
+        graph = np.asarray(graph)
+        if graph.ndim != 2 or graph.shape[0] != len(self.docs):
+            raise ValueError(
+                f"graph has shape {graph.shape} but there are {len(self.docs)} documents: rebuild it "
+                "with build_neighbor_graph on these embeddings"
+            )
+        if graph.size and (graph.min() < 0 or graph.max() >= len(self.docs)):
+            raise ValueError("graph holds neighbour ids outside the corpus: it belongs to other embeddings")
+        self.graph = torch.from_numpy(np.ascontiguousarray(graph.astype(np.int64)))
+        self.scorer = scorer
+        self.num_entry_points = min(num_entry_points, len(self.docs))
+        self.ncandidates = ncandidates
+        self.max_iter = max_iter
+        self.early_stop = early_stop
+        self.extra_entry_points = extra_entry_points
+        rng = np.random.default_rng(seed)
+        self.entry_points = torch.from_numpy(
+            rng.choice(len(self.docs), size=self.num_entry_points, replace=False).astype(np.int64)
+        )
+
+    @torch.inference_mode()
+    def search(self, query: Tensor | np.ndarray, top_k: int = 10) -> GraphSearchResult:
+        """Search for one query (a vector or flat q-net parameters)."""
+        q = as_tensor(query, device=self.docs.device)
+        if q.dim() == 1:
+            q = q.unsqueeze(0)
+        explored = torch.zeros(len(self.docs), dtype=torch.bool)
+        best_s = torch.empty(0)
+        best_i = torch.empty(0, dtype=torch.long)
+        candidates = self.entry_points
+        if self.extra_entry_points is not None:
+            extra = torch.as_tensor(np.asarray(self.extra_entry_points(q)), dtype=torch.long).flatten()
+            extra = extra[(extra >= 0) & (extra < len(self.docs))]
+            candidates = torch.unique(torch.cat([candidates, extra]))
+        evaluations = rounds = 0
+        for rounds in range(1, self.max_iter + 1):
+            if len(candidates) == 0:
+                rounds -= 1
+                break
+            explored[candidates] = True
+            scores = self.scorer(q, self.docs[candidates.to(self.docs.device)])[0].float().cpu()
+            evaluations += len(candidates)
+            keep = min(max(self.ncandidates, top_k), len(candidates))
+            top = torch.topk(scores, keep)
+            round_ids = candidates[top.indices]
+            merged_s = torch.cat([best_s, top.values])
+            merged_i = torch.cat([best_i, round_ids])
+            sel = torch.topk(merged_s, min(top_k, len(merged_s))).indices
+            improved = bool((sel >= len(best_s)).any())
+            best_s, best_i = merged_s[sel], merged_i[sel]
+            if self.early_stop and not improved:
+                break
+            expand = round_ids[: min(self.ncandidates, len(round_ids))]
+            nbrs = torch.unique(self.graph[expand].flatten())
+            candidates = nbrs[~explored[nbrs]]
+        return GraphSearchResult(best_s.numpy(), best_i.numpy(), evaluations, rounds)
+
+    def search_batch(
+        self,
+        queries: Tensor | np.ndarray,
+        top_k: int = 10,
+        show_progress_bar: bool = False,
+        callback: Callable[[int, GraphSearchResult], None] | None = None,
+    ) -> list[GraphSearchResult]:
+        """Search every query (one after the other, as the method is per query)."""
+        q_all = as_tensor(queries)
+        results = []
+        for i in tqdm(range(len(q_all)), desc="graph search", disable=not show_progress_bar):
+            res = self.search(q_all[i], top_k=top_k)
+            if callback is not None:
+                callback(i, res)
+            results.append(res)
+        return results
+
+
+def recall_at_k(approx: np.ndarray, exact: np.ndarray, k: int = 10) -> float:
+    """Mean overlap of two ``[Nq, >=k]`` top lists at depth ``k`` (recall of the exact top-k)."""
+    hits = [
+        len(set(a[:k].tolist()) & set(e[:k].tolist())) / min(k, len(e)) for a, e in zip(approx, exact, strict=False)
+    ]
+    return float(np.mean(hits))

@@ -1,0 +1,244 @@
+"""HydraHead: the sentence-transformers module that applies a task-card-generated projection head.
+
+This file is Hydra's self-contained remote code: a saved model carries a copy of it at its root as
+``hydra_head.py`` (with ``card_encoder.py`` and ``generator.py`` beside it), so the model also loads with plain
+``SentenceTransformer(path, trust_remote_code=True)``. It therefore imports only torch, sentence-transformers,
+the standard library and its two sibling files; ``hydra_st`` is used only when it is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from sentence_transformers.base.modules import Module
+
+from .card_encoder import TaskCardEncoder, card_fingerprint
+from .generator import HeadParams, ProjectionHeadGenerator, apply_head
+
+REMOTE_FILES = {"hydra_head.py": "modules.py", "card_encoder.py": "card_encoder.py", "generator.py": "generator.py"}
+REMOTE_CLASS_REF = "hydra_head.HydraHead"
+
+
+def card_to_mapping(card: Any) -> dict[str, Any]:
+    """Accept a TaskCard (anything with ``to_dict``), a mapping, or a bundled card name / card file path."""
+    if hasattr(card, "to_dict"):
+        return dict(card.to_dict())
+    if isinstance(card, Mapping):
+        try:
+            from hydra_st.hydra.task_card import TaskCard
+        except ImportError:  # remote-code use without hydra_st installed: minimal checks only
+            if not str(card.get("description") or "").strip() or not str(card.get("name") or "").strip():
+                raise ValueError("a task card needs a non-empty 'name' and 'description'") from None
+            return dict(card)
+        return TaskCard.from_dict(dict(card)).to_dict()
+    if isinstance(card, str | os.PathLike):
+        try:
+            from hydra_st.hydra.task_card import coerce_card
+        except ImportError:
+            raise ValueError(
+                f"task_card={card!r}: card names and files need the hydra_st package (pip install hydra_st); "
+                "pass the card as a dict instead"
+            ) from None
+        return coerce_card(card).to_dict()
+    raise TypeError(
+        f"task_card must be a TaskCard, a dict, a card file or a bundled card name, not {type(card).__name__}"
+    )
+
+
+class HydraHead(Module):
+    """Apply a projection head generated from a task card to the base model's sentence embeddings.
+
+    The card is given at encode time, ``model.encode_query(texts, task_card=card)``; it is compiled to head
+    parameters once and cached by its content (the cache is dropped whenever the hypernet's weights change).
+    With no card, ``default_card`` is used, or else the generic head (zero conditioning vector: the shared base
+    projection ``W0``). The card texts are embedded by the modules before this one in the model (the frozen
+    base), so this module must sit after the base's pooling/normalisation.
+
+    Args:
+        in_dim: Base embedding dimension (384 for all-MiniLM-L6-v2).
+        out_dim: Output dimension of the generated head.
+        cond_dim: Conditioning vector dimension.
+        rank: Rank of the card-dependent update of ``W``.
+        hidden_dim: Hidden size of the card encoder's projection MLP.
+        layer_norm: Apply LayerNorm (with generated scale/shift) after the linear map.
+        default_card: A card mapping used when ``encode`` gets no ``task_card``.
+
+    Example:
+        >>> from sentence_transformers import SentenceTransformer
+        >>> head = HydraHead(in_dim=384, out_dim=256)
+        >>> head.get_embedding_dimension()
+        256
+    """
+
+    config_keys: list[str] = ["in_dim", "out_dim", "cond_dim", "rank", "hidden_dim", "layer_norm", "default_card"]
+    forward_kwargs: set[str] = {"task_card"}
+
+    def __init__(
+        self,
+        in_dim: int = 384,
+        out_dim: int = 256,
+        cond_dim: int = 64,
+        rank: int = 4,
+        hidden_dim: int = 128,
+        layer_norm: bool = True,
+        default_card: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_dim, self.out_dim, self.cond_dim, self.rank = in_dim, out_dim, cond_dim, rank
+        self.hidden_dim, self.layer_norm = hidden_dim, bool(layer_norm)
+        self.default_card = card_to_mapping(default_card) if default_card is not None else None
+        self.card_encoder = TaskCardEncoder(embed_dim=in_dim, cond_dim=cond_dim, hidden_dim=hidden_dim)
+        self.generator = ProjectionHeadGenerator(in_dim=in_dim, out_dim=out_dim, cond_dim=cond_dim, rank=rank)
+        self._head_cache: dict[str, tuple[tuple[int, ...], HeadParams]] = {}
+        self._model_ref: weakref.ReferenceType | None = None
+
+    # ------------------------------------------------------------------ model wiring
+    def on_model_ready(self, model: Any) -> None:
+        """Remember (weakly) the owning model, whose earlier modules embed card texts."""
+        self._model_ref = weakref.ref(model)
+
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        """Embed texts with the frozen modules before this head (the base model), ``[n, in_dim]``."""
+        model = self._model_ref() if self._model_ref is not None else None
+        if model is None:
+            raise RuntimeError(
+                "HydraHead is not attached to a model: build it inside a SentenceTransformer (hydra_st.Hydra does "
+                "this) or call head.on_model_ready(model) after appending it"
+            )
+        modules = list(model._modules.values())
+        idx = next(i for i, m in enumerate(modules) if m is self)
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(texts), 32):
+                features = model.preprocess(texts[start : start + 32])
+                features = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in features.items()}
+                for module in modules[:idx]:
+                    features = module(features)
+                out.append(features["sentence_embedding"].float())
+        return torch.cat(out).cpu()
+
+    # ------------------------------------------------------------------ compiling cards
+    def _weights_version(self) -> tuple[int, ...]:
+        return tuple(p._version for p in self.parameters()) + (id(self.generator.base_weight.data),)
+
+    def clear_cache(self) -> None:
+        """Forget compiled heads (card features stay: they depend only on the frozen base)."""
+        self._head_cache.clear()
+
+    def train(self, mode: bool = True) -> HydraHead:
+        self.clear_cache()
+        return super().train(mode)
+
+    def conditioning(self, task_card: Any) -> torch.Tensor:
+        """The conditioning vector of a card (zeros, the generic head, when there is no card)."""
+        device = self.generator.base_weight.device
+        card = task_card if task_card is not None else self.default_card
+        if card is None:
+            return torch.zeros(self.cond_dim, device=device)
+        return self.card_encoder(card_to_mapping(card), self.embed_texts)
+
+    def compile(self, task_card: Any = None) -> HeadParams:
+        """Head parameters for ``task_card``; cached by card content while weights are unchanged and no grad."""
+        cacheable = not torch.is_grad_enabled() or not self.training
+        mapping = card_to_mapping(task_card) if task_card is not None else self.default_card
+        key = card_fingerprint(mapping) if mapping is not None else "<generic>"
+        if cacheable:
+            hit = self._head_cache.get(key)
+            if hit is not None and hit[0] == self._weights_version():
+                return hit[1]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not cacheable):
+            params = self.generator(self.conditioning(mapping))
+        if cacheable:
+            params = {k: v.detach() for k, v in params.items()}
+            self._head_cache[key] = (self._weights_version(), params)
+        return params
+
+    def forward(
+        self, features: dict[str, torch.Tensor], task_card: Any = None, **kwargs: Any
+    ) -> dict[str, torch.Tensor]:
+        emb = features["sentence_embedding"]
+        if emb.shape[-1] != self.in_dim:
+            raise ValueError(
+                f"HydraHead expects {self.in_dim}-d embeddings but got {emb.shape[-1]}-d; build the head with "
+                f"in_dim={emb.shape[-1]} to match the base model"
+            )
+        params = self.compile(task_card)
+        params = {k: v.to(device=emb.device, dtype=torch.float32) for k, v in params.items()}
+        features["sentence_embedding"] = apply_head(params, emb.float(), layer_norm=self.layer_norm).to(emb.dtype)
+        return features
+
+    def get_embedding_dimension(self) -> int:
+        return self.out_dim
+
+    def trainable_parameter_count(self) -> int:
+        """Number of trainable hypernet parameters (card projection + generator)."""
+        return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
+        self.save_config(output_path)
+        self.save_torch_weights(output_path, safe_serialization=True)
+        write_remote_code(Path(output_path).parent)
+
+    @classmethod
+    def load(
+        cls,
+        model_name_or_path: str,
+        subfolder: str = "",
+        token: bool | str | None = None,
+        cache_folder: str | None = None,
+        revision: str | None = None,
+        local_files_only: bool = False,
+        **kwargs: Any,
+    ) -> HydraHead:
+        hub_kwargs = {
+            "subfolder": subfolder,
+            "token": token,
+            "cache_folder": cache_folder,
+            "revision": revision,
+            "local_files_only": local_files_only,
+        }
+        config = cls.load_config(model_name_or_path=model_name_or_path, **hub_kwargs)
+        unknown = sorted(set(config) - set(cls.config_keys))
+        if unknown:
+            raise ValueError(f"HydraHead config has unknown keys {unknown}; was it saved by a newer hydra_st?")
+        model = cls(**config)
+        return cls.load_torch_weights(model_name_or_path=model_name_or_path, model=model, **hub_kwargs)
+
+
+def write_remote_code(root: str | os.PathLike[str]) -> None:
+    """Copy this file and its two siblings to a saved model's root (``hydra_head.py`` etc.).
+
+    Done on every save of the head, whichever class saves it, so a model re-saved by plain sentence-transformers
+    still has the code at its root (the re-save pitfall: ST copies remote code only into the module subfolder).
+    """
+    here = Path(__file__).resolve().parent
+    root = Path(root)
+    for target, source in REMOTE_FILES.items():
+        src = here / source
+        if not src.is_file():  # loaded as remote code: this file is hydra_head.py
+            src = here / target
+        dst = root / target
+        if src.resolve() != dst.resolve():
+            tmp = dst.with_name(f".{dst.name}.tmp")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+
+
+def rewrite_module_types(root: str | os.PathLike[str]) -> None:
+    """Point ``modules.json`` at the root remote-code class (``hydra_head.HydraHead``)."""
+    path = Path(root) / "modules.json"
+    entries = json.loads(path.read_text(encoding="utf-8"))
+    for entry in entries:
+        if entry.get("type", "").endswith(".HydraHead"):
+            entry["type"] = REMOTE_CLASS_REF
+    tmp = path.with_name(".modules.json.tmp")
+    tmp.write_text(json.dumps(entries, indent=2), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,144 @@
+"""Hypencoder model: routes, q-net similarity, save/load with and without the subclass."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+
+from hydra_st.hypencoder import Hypencoder, HyperHead, QNetConverter
+from hydra_st.hypencoder.model_card import render_model_card, save_with_card
+
+QUERIES = ["what is a hypernetwork", "cats and dogs"]
+DOCS = ["a hypernetwork writes the weights of a network", "the cat sat on the mat", "markets fell", "dogs bark"]
+
+
+@pytest.fixture
+def hyp(tiny_st_model):
+    return Hypencoder.from_base(tiny_st_model, converter=QNetConverter([32, 16, 16, 1], linear_skip=True))
+
+
+def test_routes_and_similarity(hyp, tiny_st_model):
+    q = hyp.encode_query(QUERIES, convert_to_tensor=True)
+    d = hyp.encode_document(DOCS, convert_to_tensor=True)
+    assert q.shape == (2, hyp.converter.num_parameters)
+    # frozen base + mean pooling + normalise: document vectors are the base model's embeddings
+    torch.testing.assert_close(d, tiny_st_model.encode(DOCS, convert_to_tensor=True), atol=1e-5, rtol=1e-5)
+    scores = hyp.similarity(q, d)
+    assert scores.shape == (2, 4)
+    torch.testing.assert_close(scores, hyp.converter.score(q, d))
+    torch.testing.assert_close(hyp.similarity_pairwise(q, d[:2]), scores.diagonal())
+    # numpy input works too
+    np.testing.assert_allclose(hyp.similarity(q.numpy(), d.numpy()).numpy(), scores.numpy(), atol=1e-6)
+
+
+def test_untrained_skip_model_equals_base_cosine(hyp, tiny_st_model):
+    q = hyp.encode_query(QUERIES, convert_to_tensor=True)
+    d = hyp.encode_document(DOCS, convert_to_tensor=True)
+    base = tiny_st_model.encode(QUERIES, convert_to_tensor=True) @ d.T
+    torch.testing.assert_close(hyp.similarity(q, d), base, atol=1e-4, rtol=1e-4)
+
+
+def test_save_load_subclass_and_plain(hyp, tmp_path):
+    q = hyp.encode_query(QUERIES, convert_to_tensor=True)
+    for p in hyp.hyper_head.hyper_base_matrices:  # make the q-net part non-trivial
+        torch.nn.init.normal_(p, std=0.3)
+    q = hyp.encode_query(QUERIES, convert_to_tensor=True)
+    d = hyp.encode_document(DOCS, convert_to_tensor=True)
+    expected = hyp.similarity(q, d)
+    hyp.save(str(tmp_path / "m"))
+
+    loaded = Hypencoder(str(tmp_path / "m"))  # no trust_remote_code needed
+    torch.testing.assert_close(
+        loaded.similarity(loaded.encode_query(QUERIES), loaded.encode_document(DOCS)), expected, atol=1e-5, rtol=1e-5
+    )
+
+    plain = SentenceTransformer(str(tmp_path / "m"), trust_remote_code=True)
+    assert type(plain) is SentenceTransformer
+    torch.testing.assert_close(
+        plain.similarity(plain.encode_query(QUERIES), plain.encode_document(DOCS)), expected, atol=1e-5, rtol=1e-5
+    )
+    torch.testing.assert_close(
+        plain.similarity_pairwise(plain.encode_query(QUERIES), plain.encode_document(DOCS[:2])),
+        expected.diagonal(),
+        atol=1e-5,
+        rtol=1e-5,
+    )
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        SentenceTransformer(str(tmp_path / "m"))
+
+
+def test_separate_transformers(tiny_st_model, tmp_path):
+    model = Hypencoder.from_base(tiny_st_model, converter=QNetConverter([32, 8, 1]), shared_transformer=False)
+    assert len(model.transformers()) == 2
+    q = model.encode_query(QUERIES, convert_to_tensor=True)
+    d = model.encode_document(DOCS, convert_to_tensor=True)
+    model.save(str(tmp_path / "sep"))
+    again = Hypencoder(str(tmp_path / "sep"))
+    torch.testing.assert_close(
+        again.similarity(again.encode_query(QUERIES), again.encode_document(DOCS)),
+        model.similarity(q, d),
+        atol=1e-5,
+        rtol=1e-5,
+    )
+
+
+def test_bad_inputs(hyp, tiny_st_model, tmp_path):
+    q = hyp.encode_query(QUERIES, convert_to_tensor=True)
+    with pytest.raises(ValueError, match="dimension 7"):
+        hyp.similarity(q, torch.randn(3, 7))
+    with pytest.raises(ValueError, match="q-net reads"):
+        Hypencoder.from_base(tiny_st_model, converter=QNetConverter([16, 1]))
+    with pytest.raises(ValueError, match="document_pooling"):
+        Hypencoder.from_base(tiny_st_model, document_pooling="max")
+    head = HyperHead(32, converter=QNetConverter([32, 1]))
+    with pytest.raises(ValueError, match="token states of width 32"):
+        head({"token_embeddings": torch.randn(1, 3, 16), "attention_mask": torch.ones(1, 3)})
+    hyp.save(str(tmp_path / "m"))
+    head_dir = tmp_path / "m" / "1_Router"
+    weights = next(head_dir.rglob("model.safetensors"))
+    weights.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="corrupt hyper-head weights"):
+        Hypencoder(str(tmp_path / "m"))
+
+
+def test_config_mismatch_detected(hyp, tmp_path):
+    hyp.save(str(tmp_path / "m"))
+    cfg_path = next(p for p in (tmp_path / "m").rglob("config.json") if "converter_config" in p.read_text())
+    cfg = json.loads(cfg_path.read_text())
+    cfg["converter_config"]["vector_dimensions"] = [32, 8, 1]
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="do not match its config"):
+        Hypencoder(str(tmp_path / "m"))
+
+
+def test_model_card(hyp, tmp_path):
+    text = render_model_card(hyp, "org/tiny", {"steps": 3, "freeze_base": True}, {"scifact nDCG@10": 0.5})
+    assert "[32, 16, 16, 1]" in text and "org/tiny" in text and "0.5" in text
+    save_with_card(hyp, tmp_path / "card", config={"steps": 3}, results={"x": 1})
+    assert "Hypencoder" in (tmp_path / "card" / "README.md").read_text()
+    assert json.loads((tmp_path / "card" / "results.json").read_text()) == {"x": 1}
+
+
+def test_base_reference_saves_no_transformer_weights(tiny_st_model, tiny_st_model_dir, tmp_path):
+    model = Hypencoder.from_base(tiny_st_model, converter=QNetConverter([32, 8, 1], linear_skip=True))
+    with pytest.raises(ValueError, match="freeze"):
+        model.reference_base(str(tiny_st_model_dir))
+    model.freeze_transformer()
+    model.reference_base(str(tiny_st_model_dir))
+    expected = model.similarity(model.encode_query(QUERIES), model.encode_document(DOCS))
+    model.save(str(tmp_path / "ref"))
+    assert not (tmp_path / "ref" / "model.safetensors").exists()
+    again = Hypencoder(str(tmp_path / "ref"))
+    torch.testing.assert_close(
+        again.similarity(again.encode_query(QUERIES), again.encode_document(DOCS)), expected, atol=1e-5, rtol=1e-5
+    )
+    ref = tmp_path / "ref" / "base_model_reference.json"
+    info = json.loads(ref.read_text())
+    info["fingerprint"] = "0" * 24
+    ref.write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="fingerprint mismatch"):
+        Hypencoder(str(tmp_path / "ref"))

@@ -1,0 +1,113 @@
+"""Training loop (frozen and trainable base) on synthetic teacher data, and the teacher data on real data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hydra_st.hypencoder import Hypencoder, QNetConverter
+from hydra_st.hypencoder.training import (
+    HypencoderTrainingConfig,
+    TeacherExamples,
+    build_teacher_examples,
+    query_token_states,
+    train_hypencoder,
+)
+
+DOCS = [f"document number {i} about topic {i % 5}" for i in range(40)]
+QUERIES = [f"topic {i % 5} question {i}" for i in range(12)]
+
+
+def synthetic_examples() -> TeacherExamples:
+    rng = np.random.default_rng(0)
+    ex = TeacherExamples("synthetic", [f"d{i}" for i in range(40)], DOCS, [], [], [], [], [])
+    for qi, text in enumerate(QUERIES):
+        cand = rng.choice(40, 20, replace=False)
+        ex.query_ids.append(f"q{qi}")
+        ex.query_texts.append(text)
+        ex.candidates.append(cand)
+        ex.teacher_scores.append(np.sort(rng.random(20))[::-1].astype(np.float32))
+        ex.positives.append(np.array([0]))
+    return ex
+
+
+@pytest.mark.parametrize("freeze,bi", [(True, False), (True, True), (False, False)])
+def test_train_steps_change_head(tiny_st_model, tmp_path, freeze, bi):
+    cfg = HypencoderTrainingConfig(
+        steps=3,
+        batch_size=4,
+        num_negatives=3,
+        freeze_base=freeze,
+        bi_encoder=bi,
+        qnet_width=8,
+        warmup_steps=1,
+        learning_rate=1e-2,
+        cache_dir=str(tmp_path / "c"),
+    )
+    model = Hypencoder.from_base(tiny_st_model, converter=cfg.converter(32))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model, log = train_hypencoder(
+        cfg, output_path=tmp_path / "out", model=model, data=[synthetic_examples()], show_progress_bar=False
+    )
+    after = model.state_dict()
+    head_changed = any(not torch.equal(before[k], after[k]) for k in before if "1.sub_modules.query" in k)
+    base_changed = any(not torch.equal(before[k], after[k]) for k in before if k.startswith("0."))
+    assert head_changed and base_changed == (not freeze)
+    assert all(np.isfinite(e["loss"]) for e in log["losses"])
+    assert (model.converter.vector_dimensions == [32, 1]) == bi
+    reloaded = Hypencoder(str(tmp_path / "out"))
+    q = reloaded.encode_query(["topic 1"])
+    assert reloaded.similarity(q, reloaded.encode_document(DOCS[:3])).shape == (1, 3)
+    assert (tmp_path / "out" / "training_log.json").exists() and (tmp_path / "out" / "README.md").exists()
+
+
+def test_query_token_states_padding(tiny_st_model):
+    model = Hypencoder.from_base(tiny_st_model, converter=QNetConverter([32, 1]))
+    states, mask = query_token_states(model, ["short", "a much longer query with many tokens in it"], batch_size=1)
+    assert states.shape[:2] == mask.shape and mask[0].sum() < mask[1].sum()
+
+
+def test_training_refuses_test_split():
+    with pytest.raises(ValueError, match="never reads the test split"):
+        build_teacher_examples("scifact", split="test")
+
+
+@pytest.mark.integration
+def test_teacher_examples_on_real_train_split(beir_data_dir):
+    from hydra_st.data import load_dataset
+    from hydra_st.hub.offline import load_base_model
+    from hydra_st.teachers import DenseTeacher
+
+    train = load_dataset("scifact", split="train")
+    if not DenseTeacher(load_base_model()).cache_path(train.doc_ids, train.doc_texts).is_file():
+        pytest.skip(
+            "scifact MiniLM embeddings not cached; set HYDRA_ST_CACHE_DIR to the shared cache (no re-encoding)"
+        )
+    ex = build_teacher_examples("scifact", split="train", max_queries=8, depth=20, show_progress_bar=False)
+    assert 0 < len(ex.query_ids) <= 8 and set(ex.query_ids) <= set(train.qrels)
+    bonus = 20.0 / 61.0  # label_scale / (rrf_k + 1): what a train-qrels positive gets on top of its RRF score
+    for qid, cand, scores, pos in zip(ex.query_ids, ex.candidates, ex.teacher_scores, ex.positives, strict=True):
+        assert len(cand) == len(scores) >= 2 and pos.max() < len(cand)
+        assert {ex.doc_ids[int(cand[p])] for p in pos} <= train.relevant(qid)
+        assert scores[pos].min() >= bonus - 1e-6
+        # candidates come from the fused teacher run: all of them are real documents, without duplicates
+        assert len(set(cand.tolist())) == len(cand)
+
+
+def test_split_and_early_stopping_restores_best(tiny_st_model):
+    from hydra_st.hypencoder.training import split_examples
+
+    ex = synthetic_examples()
+    train, held_out = split_examples(ex, 0.25, seed=1)
+    assert len(held_out.query_ids) == 3 and len(train.query_ids) == 9
+    assert not set(train.query_ids) & set(held_out.query_ids)
+    cfg = HypencoderTrainingConfig(steps=4, batch_size=4, num_negatives=3, qnet_width=8, warmup_steps=1,
+                                   learning_rate=1e-2)  # fmt: skip
+    model = Hypencoder.from_base(tiny_st_model, converter=cfg.converter(32))
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    calls = iter(range(100))
+    model, log = train_hypencoder(cfg, model=model, data=[train], validation=lambda m: -next(calls), eval_every=2,
+                                  show_progress_bar=False)  # fmt: skip
+    assert log["best_step"] == 0 and [v["step"] for v in log["validation"]] == [0, 2, 4]
+    assert all(torch.equal(initial[k], v) for k, v in model.state_dict().items())
