@@ -184,7 +184,7 @@ def render(results: dict) -> str:
     lines = [
         "# Hypencoder vs matched bi-encoder (frozen all-MiniLM-L6-v2)",
         "",
-        "Produced by `python evaluation/hypencoder_train_eval.py` (see its docstring). Training: train queries "
+        "Produced by `python evaluation/hypencoder_train_eval.py` (see its docstring). Training: train "
         f"queries only ({results['train_queries']}; held out for early stopping on their *train* qrels: "
         f"{results['validation_queries']}), RRF(BM25, MiniLM) teacher labels (MarginMSE weight "
         f"{results['config']['margin_weight']}, in-batch CE weight {results['config']['in_batch_weight']}; positives "

@@ -18,6 +18,14 @@ from typing import IO, Any
 import numpy as np
 
 
+def _apply_umask(path: str) -> None:
+    # mkstemp creates files 0600; give the finished file the permissions a plain open() would (0666 & ~umask),
+    # so published models and results are readable by others as usual.
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path`` for writing and rename it over ``path`` on success.
@@ -35,6 +43,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    _apply_umask(tmp_name)
     try:
         handle: IO[Any] = os.fdopen(fd, mode, encoding="utf-8") if mode == "w" else os.fdopen(fd, "wb")
         with handle:
@@ -100,6 +109,7 @@ def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[str], None
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
+    _apply_umask(tmp_name)
     try:
         writer(tmp_name)
         with open(tmp_name, "rb") as handle:

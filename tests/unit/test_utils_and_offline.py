@@ -32,6 +32,16 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]
 
 
+def test_atomic_files_get_normal_permissions(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    atomic_write_json(tmp_path / "p.json", {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "p.json").stat().st_mode) == 0o666 & ~mask
+
+
 def test_numpy_roundtrip_and_refuses_pickle(tmp_path: Path) -> None:
     atomic_save_numpy(tmp_path / "a.npy", np.arange(6, dtype=np.float32).reshape(2, 3))
     np.testing.assert_array_equal(load_numpy(tmp_path / "a.npy"), np.arange(6).reshape(2, 3))
