@@ -6,7 +6,7 @@ whose ``similarity`` MTEB calls) is evaluated by MTEB's own retrieval protocol o
 
 Example:
     >>> import mteb  # doctest: +SKIP
-    >>> task = beir_retrieval_task("scifact", data_dir="../shared/data/beir")  # doctest: +SKIP
+    >>> task = beir_retrieval_task("scifact", data_dir="/path/to/beir")  # doctest: +SKIP
     >>> results = mteb.evaluate(model, task, cache=None)  # doctest: +SKIP
     >>> results.task_results[0].get_score()  # nDCG@10  # doctest: +SKIP
 """
