@@ -46,19 +46,31 @@ sys.path.insert(0, str(ROOT))
 from hydra_st.data import load_dataset  # noqa: E402
 from hydra_st.hypencoder import Hypencoder  # noqa: E402
 from hydra_st.retrieval import FaissIndex, GraphSearcher, build_neighbor_graph, exhaustive_search  # noqa: E402
-from hydra_st.retrieval.graph import recall_at_k  # noqa: E402
+from hydra_st.retrieval.graph import add_reverse_edges, recall_at_k  # noqa: E402
 from hydra_st.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: E402
 
 DATASETS = ("scifact", "nfcorpus", "vaswani", "cacm", "cranfield", "med", "adi", "msmarco-dl19-subset")
-GRAPH_SETTINGS = [  # (entry points, ncandidates, max_iter), random entry points as published
-    (256, 16, 16), (1024, 32, 16), (1024, 64, 16), (2048, 128, 16), (4096, 128, 16), (4096, 256, 16),
-    (8192, 256, 16),
+
+# (graph, random entry points, ncandidates, max_iter, HNSW seeds, patience). "knn" is the published graph (faiss
+# k-NN lists); "knn+rev" adds --reverse-edges reverse links per document (our extension: documents no other document
+# lists become reachable). HNSW seeds (our extension): the top documents of the faiss HNSW index over the same
+# vectors (the bi-encoder baseline's) for the q-net's linear skip vector, timed inclusive. Patience 1 is the
+# published early stop (stop at the first round that adds nothing to the top-k).
+GRAPH_SETTINGS = [
+    ("knn", 256, 16, 16, 0, 1), ("knn", 1024, 32, 16, 0, 1), ("knn", 1024, 64, 16, 0, 1),
+    ("knn", 2048, 128, 16, 0, 1), ("knn", 4096, 128, 16, 0, 1), ("knn", 4096, 256, 16, 0, 1),
+    ("knn", 8192, 256, 16, 0, 1),
+    ("knn", 128, 32, 16, 64, 1), ("knn", 1024, 64, 16, 256, 1), ("knn", 1024, 128, 16, 1024, 1),
+    ("knn", 2048, 256, 16, 2048, 1),
+    ("knn+rev", 2048, 128, 16, 0, 1), ("knn+rev", 4096, 256, 16, 0, 1), ("knn+rev", 4096, 256, 16, 0, 3),
+    ("knn+rev", 1024, 64, 16, 256, 3), ("knn+rev", 1024, 128, 16, 1024, 1), ("knn+rev", 1024, 128, 16, 1024, 3),
 ]  # fmt: skip
-
-
-# (random entry points, ncandidates, max_iter, extra entry points): our extension, the top documents of the faiss
-# HNSW index (the bi-encoder baseline's, same vectors) for the q-net's linear skip vector; timed inclusive.
-SEEDED_SETTINGS = [(128, 32, 16, 64), (1024, 64, 16, 256), (1024, 128, 16, 1024), (2048, 256, 16, 2048)]
+TARGET_KINDS = [  # (label, graph, seeded)
+    ("published: k-NN graph, random entry points", "knn", False),
+    ("k-NN graph + HNSW seeds (extension)", "knn", True),
+    ("k-NN + reverse links, random entry points (extension)", "knn+rev", False),
+    ("k-NN + reverse links + HNSW seeds (extension)", "knn+rev", True),
+]
 
 
 def cached_real_embeddings() -> tuple[np.ndarray, list[str]]:
@@ -166,7 +178,7 @@ def bench_size(
         hnsw = None
     del index
     row["graph_search"] = []
-    row["best_graph_at_0.99"] = None
+    row["best_at_0.99"] = {}
     if n > args.graph_max:
         row["graph"] = {"k": args.graph_k, "method": f"skipped (N > --graph-max {args.graph_max})"}
         row["graph_build_s"] = float("nan")
@@ -179,11 +191,10 @@ def bench_size(
     row["graph_build_s"] = time.perf_counter() - t
     row["graph"] = {"k": args.graph_k, "method": method if method == "exact" else f"ivf nprobe={nprobe}"}
     row["graph_search"] = []
-    settings = [(e, c, i, 0) for e, c, i in GRAPH_SETTINGS]
-    if hnsw is not None and conv.linear_skip:
-        settings += SEEDED_SETTINGS
-    for entry, ncand, iters, seeds in settings:
-        if entry >= n:
+    graphs = {"knn": graph, "knn+rev": add_reverse_edges(graph, args.reverse_edges)}
+    row["graph"]["reverse_edges"] = args.reverse_edges
+    for graph_kind, entry, ncand, iters, seeds, patience in GRAPH_SETTINGS:
+        if entry >= n or (seeds and (hnsw is None or not conv.linear_skip)):
             continue
         extra = None
         if seeds:
@@ -193,11 +204,12 @@ def bench_size(
 
         searcher = GraphSearcher(
             docs,
-            graph,
+            graphs[graph_kind],
             scorer=conv.score,
             num_entry_points=entry,
             ncandidates=ncand,
             max_iter=iters,
+            patience=patience,
             extra_entry_points=extra,
         )
         searcher.search(q[0], top_k=10)
@@ -207,10 +219,12 @@ def bench_size(
         rec = recall_at_k(np.stack([r.indices[:10] for r in results]), np.stack(exact), 10)
         row["graph_search"].append(
             {
+                "graph": graph_kind,
                 "entry_points": entry,
                 "hnsw_seeds": seeds,
                 "ncandidates": ncand,
                 "max_iter": iters,
+                "patience": patience,
                 "ms": ms,
                 "recall@10": rec,
                 "evaluations": float(np.mean([r.num_evaluations for r in results])),
@@ -220,9 +234,10 @@ def bench_size(
             }
         )
         print(n, row["graph_search"][-1], flush=True)
-    ok = [g for g in row["graph_search"] if g["recall@10"] >= 0.99]
-    row["best_graph_at_0.99"] = min((g for g in ok if not g["hnsw_seeds"]), key=lambda g: g["ms"], default=None)
-    row["best_seeded_graph_at_0.99"] = min((g for g in ok if g["hnsw_seeds"]), key=lambda g: g["ms"], default=None)
+    row["best_at_0.99"] = {}
+    for label, graph_kind, seeded in TARGET_KINDS:
+        ok = [g for g in _pool(row, graph_kind, seeded) if g["recall@10"] >= 0.99]
+        row["best_at_0.99"][label] = min(ok, key=lambda g: g["ms"], default=None)
     return row
 
 
@@ -234,7 +249,9 @@ def render(results: dict) -> str:
         f"(torch threads {results['torch_threads']}). Model: `{results['model']}`, q-net "
         f"`{results['qnet']['vector_dimensions']}` (+ linear skip: {results['qnet']['linear_skip']}), "
         f"{results['flops_per_doc']:,} FLOP per q-net evaluation. Real embeddings: {results['real_datasets']} "
-        f"({results['num_real']} vectors); beyond that: {results['sample']}. Queries: scifact test.",
+        f"({results['num_real']} vectors); beyond that: {results['sample']}. Queries: the first scifact test queries ("
+        + ", ".join(f"{r['num_queries']} at N = {r['n']:,}" for r in results["sizes"])
+        + ").",
         "",
         "| N | docs | exhaustive q-net ms/query | q-net docs/s | matmul ceiling docs/s | q-net / matmul | "
         "faiss flat IP ms/query | graph build s |",
@@ -250,16 +267,15 @@ def render(results: dict) -> str:
         "",
         "Graph search (recall@10 against exhaustive q-net search on the same queries):",
         "",
-        "| N | entry points | HNSW seeds | ncandidates | max_iter | ms/query | recall@10 | q-net evals | "
-        "speed-up vs exhaustive "
-        "| × faiss flat |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| N | graph | entry points | HNSW seeds | ncandidates | patience | ms/query | recall@10 | q-net evals | "
+        "speed-up vs exhaustive | × faiss flat |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["sizes"]:
         for g in r["graph_search"]:
             lines.append(
-                f"| {r['n']:,} | {g['entry_points']} | {g['hnsw_seeds']} | {g['ncandidates']} | {g['max_iter']} | "
-                f"{g['ms']:.1f} | "
+                f"| {r['n']:,} | {g['graph']} | {g['entry_points']} | {g['hnsw_seeds']} | {g['ncandidates']} | "
+                f"{g['patience']} | {g['ms']:.1f} | "
                 f"{g['recall@10']:.3f} | {g['evaluations']:,.0f} | {g['speedup_vs_exhaustive']:.1f}× | "
                 f"{g['vs_faiss_flat']:.1f}× |"
             )
@@ -267,19 +283,18 @@ def render(results: dict) -> str:
     for r in results["sizes"]:
         if r["n"] != 100_000:
             continue
-        for kind, best in (
-            ("published random entry points", r["best_graph_at_0.99"]),
-            ("+ HNSW seeds from the skip vector (extension)", r.get("best_seeded_graph_at_0.99")),
-        ):
-            seeded = "HNSW" in kind
-            pool = [g for g in r["graph_search"] if bool(g["hnsw_seeds"]) == seeded]
-            lines.append(_target_line(kind, best, pool))
+        for label, graph_kind, seeded in TARGET_KINDS:
+            lines.append(_target_line(label, r["best_at_0.99"].get(label), _pool(r, graph_kind, seeded)))
         lines.append(
             f"* exhaustive q-net throughput = {r['qnet_vs_matmul']:.2f} × the plain-matmul ceiling "
             f"({'met' if r['qnet_vs_matmul'] >= 0.6 else 'missed'}, target ≥ 0.60)."
         )
     lines += ["", f"Total wall time {results['wall_seconds']:.0f} s.", ""]
     return "\n".join(lines)
+
+
+def _pool(row: dict, graph_kind: str, seeded: bool) -> list[dict]:
+    return [g for g in row["graph_search"] if g["graph"] == graph_kind and bool(g["hnsw_seeds"]) == seeded]
 
 
 def _target_line(kind: str, best: dict | None, pool: list[dict]) -> str:
@@ -289,7 +304,8 @@ def _target_line(kind: str, best: dict | None, pool: list[dict]) -> str:
             f"{best['recall@10']:.3f} is {best['speedup_vs_exhaustive']:.1f}× faster than exhaustive "
             f"({'met' if best['speedup_vs_exhaustive'] >= 5 else 'missed'}); it is "
             f"{best['vs_faiss_flat']:.1f}× faiss flat IP (stretch ≤ 3×: "
-            f"{'met' if best['vs_faiss_flat'] <= 3 else 'missed'})."
+            f"{'met' if best['vs_faiss_flat'] <= 3 else 'missed'}); {best['entry_points']} entry points, "
+            f"{best['hnsw_seeds']} seeds, ncandidates {best['ncandidates']}, patience {best['patience']}."
         )
     if not pool:
         return f"* {kind}: not measured."
@@ -297,7 +313,8 @@ def _target_line(kind: str, best: dict | None, pool: list[dict]) -> str:
     return (
         f"* {kind}: no setting reached recall@10 ≥ 0.99 (missed). Best: recall {top['recall@10']:.3f} at "
         f"{top['speedup_vs_exhaustive']:.1f}× lower latency than exhaustive, {top['vs_faiss_flat']:.1f}× faiss flat "
-        f"({top['entry_points']} entry points, {top['hnsw_seeds']} seeds, ncandidates {top['ncandidates']})."
+        f"({top['entry_points']} entry points, {top['hnsw_seeds']} seeds, ncandidates {top['ncandidates']}, "
+        f"patience {top['patience']})."
     )
 
 
@@ -312,13 +329,12 @@ def plot(results: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, r in enumerate(results["sizes"]):
         color = f"C{i}"
-        g = [x for x in r["graph_search"] if not x["hnsw_seeds"]]
-        ax.plot([x["ms"] for x in g], [x["recall@10"] for x in g], "o-", color=color, label=f"graph N={r['n']:,}")
-        g = [x for x in r["graph_search"] if x["hnsw_seeds"]]
-        if g:
-            ax.plot([x["ms"] for x in g], [x["recall@10"] for x in g], "^--", color=color,
-                    label=f"graph + HNSW seeds N={r['n']:,}")  # fmt: skip
-        ax.plot([r["exhaustive_ms"]], [1.0], "s", color=color, label=f"exhaustive N={r['n']:,}")
+        for (label, graph_kind, seeded), marker in zip(TARGET_KINDS, ("o-", "^--", "s-.", "D:"), strict=True):
+            g = sorted(_pool(r, graph_kind, seeded), key=lambda x: x["ms"])
+            if g:
+                ax.plot([x["ms"] for x in g], [x["recall@10"] for x in g], marker, color=color, ms=4,
+                        label=f"{label.split(' (')[0]}, N={r['n']:,}")  # fmt: skip
+        ax.plot([r["exhaustive_ms"]], [1.0], "*", color=color, ms=10, label=f"exhaustive N={r['n']:,}")
         ax.axvline(r["faiss_flat_ms"], color=color, ls=":", lw=1)
     ax.set_xscale("log")
     ax.set_xlabel("latency per query (ms, log; dotted: faiss flat IP)")
@@ -335,12 +351,13 @@ def plot(results: dict, path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000,1000000")
-    parser.add_argument("--queries", type=int, default=16)
+    parser.add_argument("--queries", type=int, default=64, help="scifact test queries (a quarter at 1M)")
     parser.add_argument("--model", default=str(ROOT / "models" / "hypencoder-minilm-l6"))
     parser.add_argument("--bi-encoder", default=str(ROOT / "outputs" / "bi-encoder-minilm-l6"))
     parser.add_argument("--sample", choices=("gaussian", "jitter"), default="gaussian")
     parser.add_argument("--jitter-scale", type=float, default=0.5)
     parser.add_argument("--graph-k", type=int, default=32)
+    parser.add_argument("--reverse-edges", type=int, default=32, help="reverse links per document (knn+rev)")
     parser.add_argument("--exact-graph-max", type=int, default=20_000)
     parser.add_argument("--ivf-nprobe", type=int, default=16, help="IVF lists probed for the graph (1M: a quarter)")
     parser.add_argument("--threads", type=int, default=1, help="torch and faiss threads for every timed method")

@@ -3,11 +3,13 @@
 Both models: frozen all-MiniLM-L6-v2, the same hyper-head, teacher data (RRF(BM25, MiniLM) on train queries
 only), steps, batch and loss (MarginMSE + in-batch CE). The Hypencoder's q-net has hidden layers; the bi-encoder's
 q-net is ``[384, 1]``, i.e. an inner product. Both keep a linear skip term initialised to MiniLM's query embedding,
-so both start exactly at frozen MiniLM (reported as the zero-shot row). Test qrels are read only for evaluation.
+so both start exactly at frozen MiniLM (reported as the zero-shot row). The Hypencoder's skip vector also gets a
+learned correction generated like the bi-encoder's ``[384, 1]`` weight (``--no-learned-skip`` turns it off), so its
+q-net holds the bi-encoder's inner product plus the nonlinear layers. Test qrels are read only for evaluation.
 
 Usage::
 
-    python evaluation/hypencoder_train_eval.py --steps 300 --qnet-width 128 --lr 1e-4 --in-batch-weight 0
+    python evaluation/hypencoder_train_eval.py --per-dataset        # the published comparison (about 5 minutes)
     python evaluation/hypencoder_train_eval.py --steps 20 --datasets scifact --out /tmp/smoke   # smoke run
 
 Writes ``evaluation/results/hypencoder.{md,json}`` and saves the Hypencoder to ``models/hypencoder-minilm-l6``.
@@ -88,6 +90,12 @@ def main() -> int:
     parser.add_argument("--val-fraction", type=float, default=0.2, help="train queries held out for early stopping")
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--per-dataset", action="store_true", help="one model per dataset (in-domain)")
+    parser.add_argument(
+        "--no-learned-skip",
+        dest="learned_skip",
+        action="store_false",
+        help="keep the Hypencoder's skip vector fixed to MiniLM's query embedding (the first release's setting)",
+    )
     parser.add_argument("--no-qrels", dest="use_qrels", action="store_false", help="teacher-only positives")
     parser.add_argument("--out", default=str(ROOT / "evaluation" / "results"))
     parser.add_argument("--model-out", default=str(ROOT / "models" / "hypencoder-minilm-l6"))
@@ -105,6 +113,7 @@ def main() -> int:
         label_scale=args.label_scale,
         in_batch_weight=args.in_batch_weight,
         seed=args.seed,
+        learned_skip=args.learned_skip,
     )
     t0 = time.perf_counter()
     full = [
@@ -184,7 +193,8 @@ def render(results: dict) -> str:
     lines = [
         "# Hypencoder vs matched bi-encoder (frozen all-MiniLM-L6-v2)",
         "",
-        "Produced by `python evaluation/hypencoder_train_eval.py` (see its docstring). Training: train "
+        f"Produced by `python evaluation/hypencoder_train_eval.py {' '.join(sys.argv[1:])}` (see its docstring). "
+        "Training: train "
         f"queries only ({results['train_queries']}; held out for early stopping on their *train* qrels: "
         f"{results['validation_queries']}), RRF(BM25, MiniLM) teacher labels (MarginMSE weight "
         f"{results['config']['margin_weight']}, in-batch CE weight {results['config']['in_batch_weight']}; positives "

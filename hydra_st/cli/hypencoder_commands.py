@@ -43,6 +43,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     graph.add_argument("--k", type=int, default=32, help="neighbours per document (default 32)")
     graph.add_argument("--method", choices=["exact", "ivf", "hnsw"], default="exact")
     graph.add_argument("--metric", choices=["ip", "l2"], default="ip")
+    graph.add_argument(
+        "--reverse-edges",
+        type=int,
+        default=0,
+        help="also link each document to up to this many documents that list it (0: plain k-NN graph, as "
+        "published; 32 lifts graph-search recall at 100k documents, see evaluation/results/hypencoder_search.md)",
+    )
     graph.add_argument("--faiss", choices=["none", "flat", "hnsw"], default="none", help="also build this index")
     graph.set_defaults(func=run_build_graph)
 
@@ -63,6 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ret.add_argument("--ncandidates", type=int, default=64)
     ret.add_argument("--max-iter", type=int, default=16)
     ret.add_argument("--no-early-stop", action="store_true")
+    ret.add_argument("--patience", type=int, default=1, help="rounds that may add nothing before graph search stops")
     ret.add_argument("--chunk-size", type=int, default=None, help="documents per exhaustive chunk")
     ret.add_argument("--device", default="cpu")
     ret.add_argument("--metrics", nargs="+", default=None)
@@ -125,8 +133,10 @@ def run_build_graph(args: argparse.Namespace) -> int:
     store = EmbeddingStore(args.store)
     emb = store.load_embeddings(mmap=False)
     t = time.perf_counter()
-    graph = build_neighbor_graph(emb, k=min(args.k, len(emb) - 1), metric=args.metric, method=args.method)
-    store.save_graph(graph, {"metric": args.metric, "method": args.method})
+    graph = build_neighbor_graph(
+        emb, k=min(args.k, len(emb) - 1), metric=args.metric, method=args.method, reverse_edges=args.reverse_edges
+    )
+    store.save_graph(graph, {"metric": args.metric, "method": args.method, "reverse_edges": args.reverse_edges})
     print(f"neighbour graph {graph.shape} built in {time.perf_counter() - t:.1f}s")
     if args.faiss != "none":
         index = FaissIndex(emb.shape[1], kind=args.faiss)
@@ -188,6 +198,7 @@ def run_retrieve(args: argparse.Namespace) -> int:
                 ncandidates=args.ncandidates,
                 max_iter=args.max_iter,
                 early_stop=not args.no_early_stop,
+                patience=args.patience,
                 device=args.device,
             )
             res = searcher.search_batch(q, top_k=args.top_k, show_progress_bar=True)

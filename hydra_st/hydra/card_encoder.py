@@ -118,5 +118,5 @@ class TaskCardEncoder(nn.Module):
 
     def forward(self, card: Mapping[str, Any], embed_fn: Callable[[list[str]], torch.Tensor]) -> torch.Tensor:
         """Conditioning vector ``[cond_dim]`` of ``card``."""
-        features = self.card_features(card, embed_fn).to(self.project[0].weight.device)
+        features = self.card_features(card, embed_fn).to(next(self.project.parameters()).device)
         return self.condition(features)

@@ -38,7 +38,7 @@ def hydra_run(
     """Rank documents for queries with the head generated from ``card`` (on cached base embeddings)."""
     head = model.head
     head.eval()
-    params = {k: v.float().cpu() for k, v in head.compile(card).items()}
+    params = {k: v.float().cpu() for k, v in head.compile_card(card).items()}
     q = apply_head(params, torch.from_numpy(np.asarray(query_emb, dtype=np.float32)), layer_norm=head.layer_norm)
     d = apply_head(params, torch.from_numpy(np.asarray(doc_emb, dtype=np.float32)), layer_norm=head.layer_norm)
     return dense_run(q.numpy(), query_ids, d.numpy(), doc_ids, top_k=top_k)

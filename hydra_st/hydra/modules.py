@@ -144,7 +144,7 @@ class HydraHead(Module):
             return torch.zeros(self.cond_dim, device=device)
         return self.card_encoder(card_to_mapping(card), self.embed_texts)
 
-    def compile(self, task_card: Any = None) -> HeadParams:
+    def compile_card(self, task_card: Any = None) -> HeadParams:
         """Head parameters for ``task_card``; cached by card content while weights are unchanged and no grad."""
         cacheable = not torch.is_grad_enabled() or not self.training
         mapping = card_to_mapping(task_card) if task_card is not None else self.default_card
@@ -169,7 +169,7 @@ class HydraHead(Module):
                 f"HydraHead expects {self.in_dim}-d embeddings but got {emb.shape[-1]}-d; build the head with "
                 f"in_dim={emb.shape[-1]} to match the base model"
             )
-        params = self.compile(task_card)
+        params = self.compile_card(task_card)
         params = {k: v.to(device=emb.device, dtype=torch.float32) for k, v in params.items()}
         features["sentence_embedding"] = apply_head(params, emb.float(), layer_norm=self.layer_norm).to(emb.dtype)
         return features
@@ -196,9 +196,10 @@ class HydraHead(Module):
         cache_folder: str | None = None,
         revision: str | None = None,
         local_files_only: bool = False,
+        init_defaults: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> HydraHead:
-        hub_kwargs = {
+        hub_kwargs: dict[str, Any] = {
             "subfolder": subfolder,
             "token": token,
             "cache_folder": cache_folder,
@@ -206,6 +207,9 @@ class HydraHead(Module):
             "local_files_only": local_files_only,
         }
         config = cls.load_config(model_name_or_path=model_name_or_path, **hub_kwargs)
+        for key, value in (init_defaults or {}).items():  # as in sentence-transformers: the saved config wins
+            if key in cls.config_keys:
+                config.setdefault(key, value)
         unknown = sorted(set(config) - set(cls.config_keys))
         if unknown:
             raise ValueError(f"HydraHead config has unknown keys {unknown}; was it saved by a newer hydra_st?")

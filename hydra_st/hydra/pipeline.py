@@ -136,7 +136,7 @@ def run_pipeline(
     results = {t.name: evaluate_task(t, model, cards, loto_models.get(t.name)) for t in tasks}
     t_eval = time.perf_counter() - t0 - t_tasks - t_train
     md = "\n\n".join(results_table(results, m) for m in ("ndcg@10", "mrr@10", "recall@100"))
-    report = {
+    report: dict[str, Any] = {
         "config": asdict(config),
         "results": results,
         "training": summary,

@@ -79,7 +79,7 @@ class TrainingConfig:
 class _HeadFn(nn.Module):
     """The trainable part as one module (so DDP can wrap it): card features → head → projected embeddings."""
 
-    def __init__(self, head: nn.Module) -> None:
+    def __init__(self, head: Any) -> None:  # a HydraHead (not imported: the trainer only needs its parts)
         super().__init__()
         self.card_encoder = head.card_encoder
         self.generator = head.generator
@@ -169,7 +169,7 @@ class HydraTrainer:
     # ------------------------------------------------------------------ batches
     def _epoch_batches(self, epoch: int) -> list[tuple[int, torch.Tensor]]:
         gen = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
-        batches = []
+        batches: list[tuple[int, torch.Tensor]] = []
         for ti, t in enumerate(self.tasks):
             perm = torch.randperm(t.query_emb.shape[0], generator=gen)
             if self.config.max_queries_per_task:

@@ -60,6 +60,7 @@ class Hypencoder(SentenceTransformer):
         normalize_documents: bool = True,
         device: str | None = None,
         init_seed: int = 1,
+        learned_skip: bool = False,
     ) -> Hypencoder:
         """Build an untrained Hypencoder on a base model's transformer.
 
@@ -72,6 +73,7 @@ class Hypencoder(SentenceTransformer):
             normalize_documents: L2-normalise document vectors (keeps them equal to the base's embeddings).
             device: torch device.
             init_seed: seed of the hyper-head initialisation.
+            learned_skip: let the hyper-head also correct the skip vector (see :class:`HyperHead`).
         """
         if isinstance(base, str):
             from hydra_st.hub.offline import load_base_model
@@ -90,7 +92,7 @@ class Hypencoder(SentenceTransformer):
             )
         if document_pooling not in ("mean", "cls"):
             raise ValueError(f"document_pooling must be 'mean' or 'cls', got {document_pooling!r}")
-        head = HyperHead(hidden, converter=converter, init_seed=init_seed)
+        head = HyperHead(hidden, converter=converter, init_seed=init_seed, learned_skip=learned_skip)
         doc_modules: list[Any] = [Pooling(hidden, pooling_mode=document_pooling)]
         if normalize_documents:
             doc_modules.append(Normalize())

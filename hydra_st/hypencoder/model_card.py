@@ -85,8 +85,13 @@ def render_model_card(
     transformers = model.transformers()
     pooling = next((m for m in model.modules() if isinstance(m, Pooling)), None)
     has_norm = any(isinstance(m, Normalize) for m in model.modules())
-    trainable = any(p.requires_grad for t in transformers for p in t.parameters())
+    # The training config says what happened; requires_grad only when there is none (a reloaded model has every
+    # parameter trainable again, which says nothing about how it was trained).
     config = config or {}
+    if "freeze_base" in config:
+        trainable = not config["freeze_base"]
+    else:
+        trainable = any(p.requires_grad for t in transformers for p in t.parameters())
     base = config.get("base_model") or getattr(model.model_card_data, "base_model", None) or "unknown"
     if config:
         rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in config.items() if k not in ("data_dir", "cache_dir"))
@@ -107,10 +112,15 @@ def render_model_card(
         base_model=base,
         doc_dim=conv.input_dim,
         transformer=type(transformers[0].auto_model).__name__ if transformers else "?",
-        trainable="fine-tuned" if trainable or not config.get("freeze_base", True) else "frozen",
+        trainable="fine-tuned" if trainable else "frozen",
         doc_route=f"{getattr(pooling, 'pooling_mode', '?')} pooling" + (" + L2 normalise" if has_norm else ""),
         dims=conv.vector_dimensions,
-        skip="yes (initialised to the base query embedding)" if conv.linear_skip else "no",
+        skip=(
+            "no"
+            if not conv.linear_skip
+            else "yes: the base query embedding"
+            + (" plus a learned, query-dependent correction" if getattr(head, "learned_skip", False) else "")
+        ),
         qnet_params=conv.num_parameters,
         head_params=sum(p.numel() for p in head.parameters()),
         model_id=model_id,

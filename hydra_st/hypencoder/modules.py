@@ -36,6 +36,10 @@ class HyperHead(Module):
         skip_from_pooling: when the converter has ``linear_skip``, fill the skip vector with the L2-normalised
             mean of the token states (the frozen bi-encoder's query embedding), so training starts from it.
         init_seed: seed of a local generator used for the initialisation (never the global RNG).
+        learned_skip: with ``skip_from_pooling``, add a generated correction to the skip vector, written exactly as
+            a ``[hidden, 1]`` q-net weight is (attention, ReLU, LayerNorm, zero-initialised projection): the q-net
+            then holds the matched bi-encoder's learnable inner product plus its nonlinear layers, and starts as the
+            frozen base.
 
     Example:
         >>> import torch
@@ -45,7 +49,7 @@ class HyperHead(Module):
         True
     """
 
-    config_keys = ["hidden_size", "converter_config", "skip_from_pooling", "init_seed"]
+    config_keys = ["hidden_size", "converter_config", "skip_from_pooling", "init_seed", "learned_skip"]
     config_file_name = "config.json"
 
     def __init__(
@@ -55,6 +59,7 @@ class HyperHead(Module):
         skip_from_pooling: bool = True,
         init_seed: int = 1,
         converter_config: dict[str, Any] | None = None,
+        learned_skip: bool = False,
     ) -> None:
         super().__init__()
         if converter is None:
@@ -77,6 +82,14 @@ class HyperHead(Module):
         self.value_projections = nn.ModuleList([nn.Linear(hidden_size, w) for w in widths])
         self.weight_hyper_projection = nn.ModuleList([nn.Linear(i, i) for i, _ in w_shapes])
         self.bias_hyper_projection = nn.ModuleList([nn.Linear(o, o) for o in b_shapes])
+        self.learned_skip = bool(learned_skip and converter.linear_skip and skip_from_pooling)
+        if self.learned_skip:
+            d = converter.input_dim
+            self.skip_query_embedding = nn.Parameter(torch.empty(1, 1, d))
+            self.skip_key_projection = nn.Linear(hidden_size, d)
+            self.skip_value_projection = nn.Linear(hidden_size, d)
+            self.skip_hyper_projection = nn.Linear(d, d)
+            self.skip_base_vector = nn.Parameter(torch.zeros(1, d))
         self._initialise(init_seed)
 
     @property
@@ -97,23 +110,24 @@ class HyperHead(Module):
             p.zero_()
         for idx, (k, v) in enumerate(zip(self.key_projections, self.value_projections, strict=False)):
             for lin in (k, v):
-                bound = 1.0 / math.sqrt(lin.in_features)
-                lin.weight.copy_((torch.rand(lin.weight.shape, generator=gen) * 2 - 1) * bound)
-                if idx < n_w:
-                    lin.bias.zero_()
-                else:
-                    lin.bias.copy_((torch.rand(lin.bias.shape, generator=gen) * 2 - 1) * bound)
-        for lin in self.weight_hyper_projection:
+                _uniform_fan_in(lin, gen, bias=idx >= n_w)
+        for lin in _linears(self.weight_hyper_projection):
             lin.weight.copy_(torch.randn(lin.weight.shape, generator=gen) / (lin.in_features**2))
             lin.bias.zero_()
-        for lin in self.bias_hyper_projection:
-            bound = 1.0 / math.sqrt(lin.in_features)
-            lin.weight.copy_((torch.rand(lin.weight.shape, generator=gen) * 2 - 1) * bound)
-            lin.bias.copy_((torch.rand(lin.bias.shape, generator=gen) * 2 - 1) * bound)
+        for lin in _linears(self.bias_hyper_projection):
+            _uniform_fan_in(lin, gen, bias=True)
         if self.converter.linear_skip and self.skip_from_pooling:
             # The skip term carries the base model's score; a zero output layer makes the untrained q-net add 0.
             self.hyper_base_matrices[-1].zero_()
-            self.weight_hyper_projection[-1].weight.zero_()
+            _linears(self.weight_hyper_projection)[-1].weight.zero_()
+        if self.learned_skip:
+            # After the q-net's own parameters, so models without a learned skip keep their initialisation.
+            self.skip_query_embedding.copy_(torch.randn(self.skip_query_embedding.shape, generator=gen) * 10.0)
+            for lin in (self.skip_key_projection, self.skip_value_projection):
+                _uniform_fan_in(lin, gen, bias=False)
+            self.skip_hyper_projection.weight.zero_()  # the correction starts at 0: the skip is the base embedding
+            self.skip_hyper_projection.bias.zero_()
+            self.skip_base_vector.zero_()
 
     # ------------------------------------------------------------------ forward
     @staticmethod
@@ -153,6 +167,12 @@ class HyperHead(Module):
             m = attention_mask.to(token_embeddings.dtype).unsqueeze(-1)
             pooled = (token_embeddings * m).sum(1) / m.sum(1).clamp(min=1e-9)
             skip = F.normalize(pooled, dim=-1) if self.skip_from_pooling else torch.zeros_like(pooled)
+            if self.learned_skip:
+                keys = self.skip_key_projection(token_embeddings)
+                values = self.skip_value_projection(token_embeddings)
+                ctx = self._attend(self.skip_query_embedding, keys, values, mask, 1.0)
+                ctx = F.layer_norm(F.relu(ctx), (ctx.shape[-1],))
+                skip = skip + self.skip_hyper_projection(ctx)[:, 0] + self.skip_base_vector
         return QNetParams(weights, biases, skip)
 
     def forward(self, features: dict[str, Tensor], **kwargs: Any) -> dict[str, Tensor]:
@@ -198,6 +218,7 @@ class HyperHead(Module):
         cache_folder: str | None = None,
         revision: str | None = None,
         local_files_only: bool = False,
+        init_defaults: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> HyperHead:
         config = cls.load_config(
@@ -208,6 +229,9 @@ class HyperHead(Module):
             revision=revision,
             local_files_only=local_files_only,
         )
+        for key, value in (init_defaults or {}).items():  # as in sentence-transformers: the saved config wins
+            if key in cls.config_keys:
+                config.setdefault(key, value)
         model = cls(**config)
         path = cls.load_file_path(
             model_name_or_path,
@@ -238,6 +262,22 @@ class HyperHead(Module):
         return model
 
 
+def _linears(modules: nn.ModuleList) -> list[nn.Linear]:
+    return [m for m in modules if isinstance(m, nn.Linear)]
+
+
+def _uniform_fan_in(lin: nn.Module, gen: torch.Generator, bias: bool) -> None:
+    """torch's default Linear initialisation (uniform, bound 1/sqrt(fan_in)) from a local generator; bias 0 unless
+    ``bias``."""
+    assert isinstance(lin, nn.Linear)
+    bound = 1.0 / math.sqrt(lin.in_features)
+    lin.weight.copy_((torch.rand(lin.weight.shape, generator=gen) * 2 - 1) * bound)
+    if bias:
+        lin.bias.copy_((torch.rand(lin.bias.shape, generator=gen) * 2 - 1) * bound)
+    else:
+        lin.bias.zero_()
+
+
 def _to_tensor(x: Any) -> Tensor:
     if isinstance(x, Tensor):
         return x
@@ -260,6 +300,7 @@ class BaseModelReference(Transformer):
     """
 
     reference_file = "base_model_reference.json"
+    base_model_id: str
 
     @classmethod
     def from_transformer(cls, transformer: Transformer, model_id: str) -> BaseModelReference:
@@ -281,9 +322,15 @@ class BaseModelReference(Transformer):
             },
         )
 
+    # Transformer.load's signature (trust_remote_code, model_kwargs, ...) is itself incompatible with Module.load's,
+    # so a Transformer subclass cannot satisfy both for mypy; this one matches Transformer.load.
     @classmethod
-    def load(cls, model_name_or_path: str, subfolder: str = "", token: bool | str | None = None,
+    def load(  # type: ignore[override]
+             cls, model_name_or_path: str, subfolder: str = "", token: bool | str | None = None,
              cache_folder: str | None = None, revision: str | None = None, local_files_only: bool = False,
+             trust_remote_code: bool = False, model_kwargs: dict[str, Any] | None = None,
+             processor_kwargs: dict[str, Any] | None = None, config_kwargs: dict[str, Any] | None = None,
+             backend: str = "torch", init_defaults: dict[str, Any] | None = None,
              **kwargs: Any) -> BaseModelReference:  # fmt: skip
         import json
 
@@ -304,7 +351,16 @@ class BaseModelReference(Transformer):
         info = json.loads(open(path, encoding="utf8").read())
         model_id = info["base_model_id"]
         source = ensure_base_model(model_id) or model_id
-        transformer = Transformer.load(str(source), token=token, cache_folder=cache_folder)
+        transformer = Transformer.load(
+            str(source),
+            token=token,
+            cache_folder=cache_folder,
+            trust_remote_code=trust_remote_code,
+            model_kwargs=model_kwargs,
+            processor_kwargs=processor_kwargs,
+            config_kwargs=config_kwargs,
+            backend=backend,
+        )
         ref = cls.from_transformer(transformer, model_id)
         ref.max_seq_length = info.get("max_seq_length", ref.max_seq_length)
         if info.get("fingerprint") and fingerprint_model(ref.auto_model) != info["fingerprint"]:

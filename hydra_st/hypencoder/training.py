@@ -50,6 +50,7 @@ class HypencoderTrainingConfig:
     qnet_hidden_layers: int = 2
     qnet_width: int | None = None
     linear_skip: bool = True
+    learned_skip: bool = True
     freeze_base: bool = True
     shared_transformer: bool = True
     document_pooling: str = "mean"
@@ -73,6 +74,12 @@ class HypencoderTrainingConfig:
     mixed_precision: str = "no"
     data_dir: str | None = None
     cache_dir: str | None = None
+
+    @property
+    def uses_learned_skip(self) -> bool:
+        """Whether the hyper-head learns a skip correction: never for the bi-encoder, whose ``[h, 1]`` q-net weight
+        already is that learned linear term (a second one would make it the larger model of the pair)."""
+        return self.learned_skip and self.linear_skip and not self.bi_encoder
 
     def converter(self, hidden: int) -> QNetConverter:
         if self.bi_encoder:
@@ -211,7 +218,7 @@ def query_transformer(model: Hypencoder) -> Any:
 
     if isinstance(model[0], Transformer):
         return model[0]
-    router = next(m for m in model if isinstance(m, Router))
+    router: Any = next(m for m in model if isinstance(m, Router))
     return router.sub_modules["query"][0]
 
 
@@ -274,13 +281,15 @@ def train_hypencoder(
         from hydra_st.hub.offline import load_base_model
 
         base = load_base_model(config.base_model, device=config.device)
-        hidden = base[0].get_embedding_dimension()
+        transformer: Any = base[0]  # the q-net reads the transformer's hidden size
+        hidden = transformer.get_embedding_dimension()
         model = Hypencoder.from_base(
             base,
             converter=config.converter(hidden),
             shared_transformer=config.shared_transformer,
             document_pooling=config.document_pooling,
             device=config.device,
+            learned_skip=config.uses_learned_skip,
         )
     model.freeze_transformer(config.freeze_base)
     if data is None:
@@ -312,7 +321,7 @@ def train_hypencoder(
             for states, mask in token_cache
         ]
     params = [p for p in head.parameters() if p.requires_grad]
-    groups = [{"params": params, "lr": config.learning_rate}]
+    groups: list[dict[str, Any]] = [{"params": params, "lr": config.learning_rate}]
     if not config.freeze_base:
         base_params = [p for t in model.transformers() for p in t.parameters()]
         groups.append({"params": base_params, "lr": config.base_learning_rate})

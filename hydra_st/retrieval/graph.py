@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,8 +35,14 @@ def build_neighbor_graph(
     ef_search: int = 128,
     nprobe: int = 16,
     show_progress_bar: bool = True,
+    reverse_edges: int = 0,
 ) -> np.ndarray:
     """``[N, k]`` int32 neighbour lists (self excluded) from faiss k-NN over the document vectors.
+
+    With ``reverse_edges = r > 0`` the lists are ``[N, k + r]``: each document also links to up to ``r`` documents
+    that list *it* among their ``k`` nearest (most similar first; padded by repeating the nearest neighbour). A plain
+    k-NN graph leaves many documents with no incoming link, reachable only as entry points; reverse links make them
+    reachable, which is what recall at high settings is limited by.
 
     Args:
         embeddings: ``[N, d]`` document vectors.
@@ -48,6 +55,7 @@ def build_neighbor_graph(
         ef_search: HNSW search breadth (``method="hnsw"``).
         nprobe: inverted lists probed per document (``method="ivf"``).
         show_progress_bar: tqdm over batches.
+        reverse_edges: reverse links added per document (0: the plain k-NN graph, as published).
 
     Example:
         >>> import numpy as np
@@ -64,6 +72,7 @@ def build_neighbor_graph(
     if metric not in ("ip", "l2"):
         raise ValueError(f"metric must be 'ip' or 'l2', got {metric!r}")
     faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+    index: Any
     if method == "exact":
         index = faiss.IndexFlatIP(d) if metric == "ip" else faiss.IndexFlatL2(d)
     elif method == "hnsw":
@@ -90,7 +99,43 @@ def build_neighbor_graph(
         picked_bad = np.take_along_axis(bad, order, axis=1)[:, :k]
         picked = np.where(picked_bad, picked[:, :1], picked)  # too few results: repeat the best neighbour
         graph[start : start + len(nbrs)] = np.where(picked < 0, rows, picked)
+    if reverse_edges > 0:
+        graph = add_reverse_edges(graph, reverse_edges)
     return graph
+
+
+def add_reverse_edges(graph: np.ndarray, r: int) -> np.ndarray:
+    """Append up to ``r`` reverse links to every row of a k-NN graph ``[N, k]`` (result ``[N, k + r]``).
+
+    The reverse neighbours of ``v`` are the documents ``u`` with ``v`` in ``graph[u]``, taken in order of the rank
+    ``v`` has in ``u``'s list (closest first); links already in ``v``'s own list are skipped; rows with fewer than
+    ``r`` are padded with their nearest neighbour (a duplicate costs nothing: search de-duplicates).
+
+    Example:
+        >>> import numpy as np
+        >>> add_reverse_edges(np.array([[1], [0], [1]]), 1).tolist()  # 2 points at 1, which links back to 2
+        [[1, 1], [0, 2], [1, 1]]
+    """
+    if r < 0:
+        raise ValueError(f"reverse edge count must be >= 0, got {r}")
+    n, k = graph.shape
+    src = np.repeat(np.arange(n, dtype=np.int64), k)
+    dst = graph.reshape(-1).astype(np.int64)
+    rank = np.tile(np.arange(k), n)
+    keep = dst != src
+    src, dst, rank = src[keep], dst[keep], rank[keep]
+    # u lists v: v gets the link v -> u unless v already lists u
+    forward_keys = np.sort(np.repeat(np.arange(n, dtype=np.int64), k) * n + graph.reshape(-1))
+    new = ~np.isin(dst * n + src, forward_keys, assume_unique=False)
+    src, dst, rank = src[new], dst[new], rank[new]
+    order = np.lexsort((rank, dst))  # group by target, closest first
+    src, dst = src[order], dst[order]
+    group_start = np.searchsorted(dst, dst, side="left")
+    slot = np.arange(len(dst)) - group_start
+    take = slot < r
+    extra = np.repeat(graph[:, :1], r, axis=1).astype(graph.dtype)
+    extra[dst[take], slot[take]] = src[take]
+    return np.concatenate([graph, extra], axis=1)
 
 
 @dataclass
@@ -114,6 +159,9 @@ class GraphSearcher:
         ncandidates: best documents expanded per round.
         max_iter: maximum rounds.
         early_stop: stop when a round adds nothing to the results.
+        patience: with ``early_stop``, rounds in a row that may add nothing before the search stops (``1`` is the
+            published rule; more rounds trade latency for recall, since a round that adds nothing to the top-k
+            can still expand towards documents that do).
         seed: seed of the entry-point sample.
         device: where the documents live while searching.
         extra_entry_points: optional ``f(query) -> doc indices`` added to the random entry points of that query
@@ -139,6 +187,7 @@ class GraphSearcher:
         ncandidates: int = 64,
         max_iter: int = 16,
         early_stop: bool = True,
+        patience: int = 1,
         seed: int = 43,
         device: str | torch.device | None = None,
         extra_entry_points: Callable[[Tensor], Tensor | np.ndarray] | None = None,
@@ -158,6 +207,9 @@ class GraphSearcher:
         self.ncandidates = ncandidates
         self.max_iter = max_iter
         self.early_stop = early_stop
+        if patience < 1:
+            raise ValueError(f"patience must be >= 1 (1 = stop at the first round that adds nothing), got {patience}")
+        self.patience = patience
         self.extra_entry_points = extra_entry_points
         rng = np.random.default_rng(seed)
         self.entry_points = torch.from_numpy(
@@ -178,7 +230,7 @@ class GraphSearcher:
             extra = torch.as_tensor(np.asarray(self.extra_entry_points(q)), dtype=torch.long).flatten()
             extra = extra[(extra >= 0) & (extra < len(self.docs))]
             candidates = torch.unique(torch.cat([candidates, extra]))
-        evaluations = rounds = 0
+        evaluations = rounds = idle = 0
         for rounds in range(1, self.max_iter + 1):
             if len(candidates) == 0:
                 rounds -= 1
@@ -194,7 +246,8 @@ class GraphSearcher:
             sel = torch.topk(merged_s, min(top_k, len(merged_s))).indices
             improved = bool((sel >= len(best_s)).any())
             best_s, best_i = merged_s[sel], merged_i[sel]
-            if self.early_stop and not improved:
+            idle = 0 if improved else idle + 1
+            if self.early_stop and idle >= self.patience:
                 break
             expand = round_ids[: min(self.ncandidates, len(round_ids))]
             nbrs = torch.unique(self.graph[expand].flatten())

@@ -69,7 +69,7 @@ def test_train_evaluate_and_encode_agree(real_tasks, minilm, tmp_path):
     # evaluation on cached embeddings equals what a user gets from encode_document with the card
     adi = real_tasks[0]
     encoded = model.encode_document(adi.doc_texts[:8], task_card=adi.card, convert_to_numpy=True)
-    params = model.head.compile(adi.card)
+    params = model.head.compile_card(adi.card)
     cached = apply_head(params, torch.from_numpy(adi.doc_embeddings[:8]), layer_norm=model.head.layer_norm).numpy()
     assert np.allclose(encoded, cached, atol=1e-4)
     model.save(str(tmp_path / "model"))

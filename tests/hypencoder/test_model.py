@@ -42,6 +42,41 @@ def test_untrained_skip_model_equals_base_cosine(hyp, tiny_st_model):
     torch.testing.assert_close(hyp.similarity(q, d), base, atol=1e-4, rtol=1e-4)
 
 
+def test_learned_skip_starts_at_base_trains_and_round_trips(tiny_st_model, tmp_path):
+    conv = QNetConverter([32, 16, 1], linear_skip=True)
+    fixed = Hypencoder.from_base(tiny_st_model, converter=conv)
+    learned = Hypencoder.from_base(tiny_st_model, converter=conv, learned_skip=True)
+    head = learned.hyper_head
+    assert head.learned_skip and not fixed.hyper_head.learned_skip
+    # extra parameters: exactly one generated [32, 1] weight's worth (query vector, key/value, projection, base)
+    extra = sum(p.numel() for p in head.parameters()) - sum(p.numel() for p in fixed.hyper_head.parameters())
+    assert extra == 32 + 2 * (32 * 32 + 32) + (32 * 32 + 32) + 32
+    # untrained, the correction is zero: same skip vector, same scores as the fixed-skip model
+    q_fixed = fixed.encode_query(QUERIES, convert_to_tensor=True)
+    q_learned = learned.encode_query(QUERIES, convert_to_tensor=True)
+    torch.testing.assert_close(conv.unpack(q_learned).skip, conv.unpack(q_fixed).skip)
+    # the correction is query-dependent and receives gradients
+    features = learned.tokenize(QUERIES)
+    out = learned[0](features)
+    params = conv.unpack(head(out)["sentence_embedding"])
+    params.skip.sum().backward()
+    grad = head.skip_hyper_projection.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+    with torch.no_grad():
+        torch.nn.init.normal_(head.skip_hyper_projection.weight, std=0.5)
+    q = learned.encode_query(QUERIES, convert_to_tensor=True)
+    delta = conv.unpack(q).skip - conv.unpack(q_fixed).skip
+    assert delta.abs().sum() > 0 and not torch.allclose(delta[0], delta[1])
+    learned.save(str(tmp_path / "m"))
+    config = json.loads((tmp_path / "m" / "1_Router" / "query_0_HyperHead" / "config.json").read_text())
+    assert config["learned_skip"] is True
+    reloaded = Hypencoder(str(tmp_path / "m"))
+    torch.testing.assert_close(reloaded.encode_query(QUERIES, convert_to_tensor=True), q, atol=1e-5, rtol=1e-5)
+    # a model saved before the option existed (no key in its config) loads with a fixed skip
+    del config["learned_skip"]
+    assert HyperHead(**config).learned_skip is False
+
+
 def test_save_load_subclass_and_plain(hyp, tmp_path):
     q = hyp.encode_query(QUERIES, convert_to_tensor=True)
     for p in hyp.hyper_head.hyper_base_matrices:  # make the q-net part non-trivial

@@ -45,7 +45,8 @@ def test_train_steps_change_head(tiny_st_model, tmp_path, freeze, bi):
         learning_rate=1e-2,
         cache_dir=str(tmp_path / "c"),
     )
-    model = Hypencoder.from_base(tiny_st_model, converter=cfg.converter(32))
+    assert cfg.uses_learned_skip == (not bi)
+    model = Hypencoder.from_base(tiny_st_model, converter=cfg.converter(32), learned_skip=cfg.uses_learned_skip)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     model, log = train_hypencoder(
         cfg, output_path=tmp_path / "out", model=model, data=[synthetic_examples()], show_progress_bar=False

@@ -8,6 +8,7 @@ import torch
 
 from hydra_st.hypencoder import QNetConverter
 from hydra_st.retrieval import GraphSearcher, build_neighbor_graph, exhaustive_search, recall_at_k
+from hydra_st.retrieval.graph import add_reverse_edges
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +71,49 @@ def test_bad_graph_inputs(clustered):
         build_neighbor_graph(clustered[:5], k=5, show_progress_bar=False)
     with pytest.raises(ValueError, match="method"):
         build_neighbor_graph(clustered, k=4, method="lsh", show_progress_bar=False)
+
+
+def test_reverse_edges_make_every_listed_document_link_back(clustered):
+    knn = build_neighbor_graph(clustered, k=4, show_progress_bar=False)
+    both = build_neighbor_graph(clustered, k=4, reverse_edges=8, show_progress_bar=False)
+    assert both.shape == (2000, 12) and both.dtype == knn.dtype
+    assert np.array_equal(both[:, :4], knn)  # the k-NN lists come first, unchanged
+    in_degree = np.bincount(knn.reshape(-1), minlength=2000)
+    in_degree_after = np.bincount(both.reshape(-1), minlength=2000)
+    assert (in_degree == 0).sum() > (in_degree_after == 0).sum()
+    # every reverse link u in row v is a document whose own k-NN list holds v
+    for v in range(0, 2000, 97):
+        for u in set(both[v, 4:].tolist()) - set(knn[v].tolist()):
+            assert v in knn[u]
+    # a document listed by fewer than r others is padded with its nearest neighbour
+    assert set(both[0, 4:].tolist()) <= set(np.where((knn == 0).any(axis=1))[0].tolist()) | {knn[0, 0]}
+
+
+def test_reverse_edges_reach_a_document_nobody_lists():
+    # 0 and 1 are each other's neighbour; 2 lists 1, but nobody lists 2: only the reverse link reaches it
+    graph = np.array([[1], [0], [1]], dtype=np.int32)
+    assert add_reverse_edges(graph, 1).tolist() == [[1, 1], [0, 2], [1, 1]]
+    with pytest.raises(ValueError, match=">= 0"):
+        add_reverse_edges(graph, -1)
+
+
+def test_patience_searches_longer_and_never_worse(clustered):
+    graph = build_neighbor_graph(clustered, k=4, show_progress_bar=False)
+    conv = QNetConverter([16, 16, 1], linear_skip=True)
+    flat = 0.3 * torch.randn(16, conv.num_parameters, generator=torch.Generator().manual_seed(1))
+    flat[:, -16:] = torch.from_numpy(clustered[:16])
+    _, exact = exhaustive_search(flat, clustered, top_k=10, scorer=conv.score)
+    recalls, evaluations = [], []
+    for patience in (1, 4):
+        searcher = GraphSearcher(clustered, graph, scorer=conv.score, num_entry_points=20, ncandidates=4,
+                                 max_iter=50, patience=patience)  # fmt: skip
+        res = searcher.search_batch(flat, top_k=10)
+        recalls.append(recall_at_k(np.stack([r.indices for r in res]), exact.numpy(), 10))
+        evaluations.append(sum(r.num_evaluations for r in res))
+    assert evaluations[1] > evaluations[0]
+    assert recalls[1] >= recalls[0]
+    with pytest.raises(ValueError, match="patience"):
+        GraphSearcher(clustered, graph, patience=0)
 
 
 def test_recall_at_k():
