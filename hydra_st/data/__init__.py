@@ -12,6 +12,7 @@ from hydra_st.data.beir import (
     load_beir_folder,
     load_corpus,
     load_dataset,
+    load_dataset_corpus,
     load_qrels,
     load_queries,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "load_beir_folder",
     "load_corpus",
     "load_dataset",
+    "load_dataset_corpus",
     "load_qrels",
     "load_queries",
 ]

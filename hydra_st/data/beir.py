@@ -279,6 +279,20 @@ def resolve_dataset_folder(
     )
 
 
+def load_dataset_corpus(
+    name: str, data_dir: str | os.PathLike[str] | None = None, download: bool = True
+) -> dict[str, Document]:
+    """Only the corpus of a dataset (by name under the data dir, or by path): no queries, no qrels.
+
+    For work that must not see any split's judgments, such as making pseudo-queries from the documents.
+
+    Example:
+        >>> corpus = load_dataset_corpus("scifact", data_dir="/path/to/beir")  # doctest: +SKIP
+        >>> next(iter(corpus.values())).title  # doctest: +SKIP
+    """
+    return load_corpus(resolve_dataset_folder(name, data_dir, download=download) / "corpus.jsonl")
+
+
 def load_dataset(
     name: str, split: str = "test", data_dir: str | os.PathLike[str] | None = None, download: bool = True
 ) -> RetrievalDataset:

@@ -17,17 +17,15 @@ Training never reads ``qrels/test.tsv``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hydra_st.data import RetrievalDataset, available_splits, load_dataset
-from hydra_st.data.beir import load_corpus, resolve_dataset_folder
+from hydra_st.data import RetrievalDataset, available_splits, load_dataset, load_dataset_corpus
+from hydra_st.data.pseudo_queries import pseudo_queries, stable_fraction
 from hydra_st.settings import resolve_cache_dir
 from hydra_st.utils.hashing import fingerprint_texts
 from hydra_st.utils.io import atomic_save_numpy, load_numpy
@@ -35,9 +33,6 @@ from hydra_st.utils.io import atomic_save_numpy, load_numpy
 from .task_card import TaskCard
 
 logger = logging.getLogger(__name__)
-
-PSEUDO_MIN_WORDS = 4
-PSEUDO_MAX_WORDS = 20
 
 
 @dataclass
@@ -69,45 +64,6 @@ class TaskData:
     dev: QuerySet
     test: QuerySet
     train_source: str = "train split"
-
-
-def _stable_fraction(key: str, seed: int) -> float:
-    digest = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") / 2**64
-
-
-def pseudo_query(title: str, text: str) -> str | None:
-    """A pseudo-query for a document: its title when it has ≥4 words, else its first sentence (≤20 words)."""
-    title = " ".join(title.split())
-    if len(title.split()) >= PSEUDO_MIN_WORDS:
-        return " ".join(title.split()[:PSEUDO_MAX_WORDS])
-    body = " ".join(text.split())
-    first = re.split(r"(?<=[.!?])\s", body, maxsplit=1)[0]
-    words = first.split()
-    if len(words) < PSEUDO_MIN_WORDS:
-        return None
-    return " ".join(words[:PSEUDO_MAX_WORDS])
-
-
-def pseudo_queries(ds: RetrievalDataset, n: int, seed: int = 0) -> tuple[dict[str, str], dict[str, str]]:
-    """Deterministic pseudo-queries from ``n`` documents: returns ``(queries, source_doc_of_query)``.
-
-    Documents are ordered by a seeded hash of their id; the first ``n`` that yield a pseudo-query are used.
-    """
-    order = sorted(ds.corpus, key=lambda d: _stable_fraction(d, seed))
-    queries: dict[str, str] = {}
-    source: dict[str, str] = {}
-    for doc_id in order:
-        if len(queries) >= n:
-            break
-        doc = ds.corpus[doc_id]
-        text = pseudo_query(doc.title, doc.text)
-        if text is None:
-            continue
-        qid = f"pseudo-{doc_id}"
-        queries[qid] = text
-        source[qid] = doc_id
-    return queries, source
 
 
 class QueryEmbeddingCache:
@@ -176,13 +132,13 @@ def build_task(
         else:
             train_q, dev_q = {}, {}
             for qid, q in judged.items():
-                (dev_q if _stable_fraction(qid, seed) < dev_fraction else train_q)[qid] = q.text
+                (dev_q if stable_fraction(qid, seed) < dev_fraction else train_q)[qid] = q.text
             dev_qrels = {q: train_ds.qrels[q] for q in dev_q}
         source = "train split"
     else:
         # the corpus alone: training never opens qrels/test.tsv
-        folder = resolve_dataset_folder(name, data_dir, download=False)
-        base_ds = RetrievalDataset(name=name, split="corpus", corpus=load_corpus(folder / "corpus.jsonl"), queries={})
+        corpus = load_dataset_corpus(name, data_dir, download=False)
+        base_ds = RetrievalDataset(name=name, split="corpus", corpus=corpus, queries={})
         pq, src = pseudo_queries(base_ds, n_pseudo + n_pseudo // 4, seed=seed)
         ids = list(pq)
         n_train = min(n_pseudo, (4 * len(ids)) // 5)  # small corpora: 80% train, 20% dev

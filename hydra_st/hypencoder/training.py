@@ -1,9 +1,10 @@
 """Train a Hypencoder (or its matched bi-encoder) with MarginMSE + in-batch cross-entropy on teacher labels.
 
-Training data (per dataset, train split only): the foundation's teachers BM25 and the dense base model are fused
-with RRF; each query's fused top ``depth`` are its candidates, and the teacher score of a candidate is
-``label_scale * RRF(d)`` plus ``label_scale / (rrf_k + 1)`` when the train qrels mark it relevant. A training
-example is one positive (a train-qrels positive, else the teacher's top document) and ``num_negatives`` documents
+Training data (per dataset, train split only, plus pseudo-queries made from the corpora listed in
+``pseudo_query_datasets``): the foundation's teachers BM25 and the dense base model are fused with RRF; each
+query's fused top ``depth`` are its candidates, and the teacher score of a candidate is ``label_scale * RRF(d)``
+plus ``label_scale / (rrf_k + 1)`` when the train qrels (or a pseudo-query's source) mark it relevant. A training
+example is one positive (a relevant document, else the teacher's top document) and ``num_negatives`` documents
 drawn from the candidates that are not relevant. No test qrels are read.
 
 Frozen base (default on CPU): document vectors come from the DenseTeacher cache (with a frozen base,
@@ -45,6 +46,10 @@ class HypencoderTrainingConfig:
 
     datasets: list[str] = field(default_factory=lambda: ["scifact", "nfcorpus"])
     split: str = "train"
+    # Collections trained on pseudo-queries from their corpus (titles / first sentences), e.g. those without a train
+    # split: ["cranfield", "med"]. Their relevant document is the one the pseudo-query came from.
+    pseudo_query_datasets: list[str] = field(default_factory=list)
+    num_pseudo_queries: int = 400
     base_model: str = "sentence-transformers/all-MiniLM-L6-v2"
     bi_encoder: bool = False
     qnet_hidden_layers: int = 2
@@ -114,12 +119,18 @@ def build_teacher_examples(
     max_queries: int | None = None,
     show_progress_bar: bool = True,
     use_qrels: bool = True,
+    num_pseudo_queries: int = 400,
+    pseudo_seed: int = 0,
 ) -> TeacherExamples:
     """RRF(BM25, dense) candidates and teacher scores for the ``split`` queries of dataset ``name``.
 
-    The fused run is cached as JSON under ``<cache dir>/hypencoder/teacher_runs/`` (atomic write).
+    ``split="pseudo"`` makes ``num_pseudo_queries`` pseudo-queries from the corpus instead (titles or first
+    sentences, see :mod:`hydra_st.data.pseudo_queries`; their source document is their relevant document), for
+    collections without training queries; it reads no queries file and no qrels. The fused run is cached as JSON
+    under ``<cache dir>/hypencoder/teacher_runs/`` (atomic write).
     """
-    from hydra_st.data import load_dataset
+    from hydra_st.data import load_dataset, load_dataset_corpus
+    from hydra_st.data.pseudo_queries import pseudo_queries
     from hydra_st.settings import DEFAULT_BASE_MODEL, resolve_cache_dir
     from hydra_st.teachers import BM25Teacher, DenseTeacher, reciprocal_rank_fusion
     from hydra_st.utils.hashing import fingerprint_texts
@@ -127,19 +138,27 @@ def build_teacher_examples(
 
     if split == "test":
         raise ValueError("training never reads the test split; use split='train' (or 'dev' where it exists)")
-    ds = load_dataset(name, split=split, data_dir=data_dir)
-    queries = ds.judged_queries
-    qids = sorted(queries)
+    if split == "pseudo":
+        corpus = load_dataset_corpus(name, data_dir)
+        n = num_pseudo_queries if max_queries is None else min(num_pseudo_queries, max_queries)
+        query_texts, source = pseudo_queries(corpus, n, seed=pseudo_seed)
+        relevant = {q: {d} for q, d in source.items()}
+        doc_ids, doc_texts = list(corpus), [doc.full_text for doc in corpus.values()]
+    else:
+        ds = load_dataset(name, split=split, data_dir=data_dir)
+        query_texts = {q: query.text for q, query in ds.judged_queries.items()}
+        relevant = {q: ds.relevant(q) for q in query_texts}
+        doc_ids, doc_texts = ds.doc_ids, ds.doc_texts
+    qids = sorted(query_texts)
     if max_queries is not None:
         qids = qids[:max_queries]
-    doc_ids, doc_texts = ds.doc_ids, ds.doc_texts
     parts = [name, split, str(depth), str(rrf_k), str(base_model or DEFAULT_BASE_MODEL), *qids]
     key = fingerprint_texts(parts, parts)
     path = resolve_cache_dir(cache_dir) / "hypencoder" / "teacher_runs" / f"{name}-{split}-{key}.json"
     if path.is_file():
         fused = json.loads(path.read_text())
     else:
-        texts = {q: queries[q].text for q in qids}
+        texts = {q: query_texts[q] for q in qids}
         bm25 = BM25Teacher().index(doc_ids, doc_texts).search(texts, top_k=depth)
         dense = (
             DenseTeacher(base_model or DEFAULT_BASE_MODEL, cache_dir=cache_dir, show_progress_bar=show_progress_bar)
@@ -153,7 +172,7 @@ def build_teacher_examples(
     ex = TeacherExamples(name, doc_ids, doc_texts, [], [], [], [], [])
     for qid in qids:
         run = fused.get(qid, {})
-        rel = ds.relevant(qid) if use_qrels else set()
+        rel = relevant[qid] if use_qrels else set()
         cand = [d for d in run]
         extra = [d for d in rel if d not in run and d in position]
         ids = cand + extra
@@ -162,7 +181,7 @@ def build_teacher_examples(
         scores = np.array([label_scale * run.get(d, 0.0) + (bonus if d in rel else 0.0) for d in ids], np.float32)
         pos = np.array([i for i, d in enumerate(ids) if d in rel] or [0], dtype=np.int64)
         ex.query_ids.append(qid)
-        ex.query_texts.append(queries[qid].text)
+        ex.query_texts.append(query_texts[qid])
         ex.candidates.append(np.array([position[d] for d in ids], dtype=np.int64))
         ex.teacher_scores.append(scores)
         ex.positives.append(pos)
@@ -293,10 +312,11 @@ def train_hypencoder(
         )
     model.freeze_transformer(config.freeze_base)
     if data is None:
+        sources = [(n, config.split) for n in config.datasets] + [(n, "pseudo") for n in config.pseudo_query_datasets]
         data = [
             build_teacher_examples(
                 n,
-                config.split,
+                split,
                 config.depth,
                 config.rrf_k,
                 config.label_scale,
@@ -306,8 +326,9 @@ def train_hypencoder(
                 max_queries=config.max_queries_per_dataset,
                 use_qrels=config.use_qrels,
                 show_progress_bar=show_progress_bar,
+                num_pseudo_queries=config.num_pseudo_queries,
             )
-            for n in config.datasets
+            for n, split in sources
         ]
     head = model.hyper_head
     converter = model.converter

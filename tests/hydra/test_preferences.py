@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hydra_st.data.pseudo_queries import pseudo_query
 from hydra_st.hydra.preferences import PreferenceConfig, build_preferences, dense_run
-from hydra_st.hydra.tasks import pseudo_query
 
 DOCS = [f"d{i}" for i in range(60)]
 

@@ -112,3 +112,26 @@ def test_split_and_early_stopping_restores_best(tiny_st_model):
                                   show_progress_bar=False)  # fmt: skip
     assert log["best_step"] == 0 and [v["step"] for v in log["validation"]] == [0, 2, 4]
     assert all(torch.equal(initial[k], v) for k, v in model.state_dict().items())
+
+
+def test_teacher_examples_from_pseudo_queries_read_no_qrels(toy_dataset_dir, tiny_st_model, tmp_path):
+    import shutil
+
+    shutil.rmtree(toy_dataset_dir / "qrels")  # pseudo-queries need the corpus only
+    (toy_dataset_dir / "queries.jsonl").unlink()
+    ex = build_teacher_examples(
+        "toy",
+        split="pseudo",
+        depth=5,
+        base_model=tiny_st_model,
+        data_dir=str(toy_dataset_dir.parent),
+        cache_dir=str(tmp_path / "cache"),
+        show_progress_bar=False,
+    )
+    # d4 has a one-word title and no text: no pseudo-query; the other four give one each
+    assert sorted(ex.query_ids) == ["pseudo-d1", "pseudo-d2", "pseudo-d3", "pseudo-d5"]
+    assert ex.query_texts[ex.query_ids.index("pseudo-d3")].startswith("Rain forms when water vapour")
+    for qid, cand, pos, scores in zip(ex.query_ids, ex.candidates, ex.positives, ex.teacher_scores, strict=True):
+        source = ex.doc_ids.index(qid.removeprefix("pseudo-"))
+        assert [cand[p] for p in pos] == [source]  # the source document is the one positive
+        assert scores[pos[0]] == scores.max()  # and gets the relevance bonus on top of its fused score
