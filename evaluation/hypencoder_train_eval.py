@@ -37,10 +37,9 @@ from hydra_st.hypencoder.training import (  # noqa: E402
     TeacherExamples,
     build_teacher_examples,
     document_vectors,
-    split_examples,
     train_hypencoder,
-    validation_ndcg,
 )
+from hydra_st.hypencoder.validation import split_examples, validation_ndcg  # noqa: E402
 from hydra_st.retrieval import exhaustive_search, to_run  # noqa: E402
 from hydra_st.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
 

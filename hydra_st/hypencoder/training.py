@@ -290,8 +290,9 @@ def train_hypencoder(
     """Train and (optionally) save a Hypencoder or matched bi-encoder; returns the model and a log dict.
 
     With ``validation`` (a function of the model returning a score, higher is better; e.g.
-    :func:`validation_ndcg` on held-out *training* queries), the model is scored before training and every
-    ``eval_every`` steps and the best hyper-head state is restored at the end (early stopping).
+    :func:`hydra_st.hypencoder.validation.validation_ndcg` on held-out *training* queries), the model is scored
+    before training and every ``eval_every`` steps and the best hyper-head state is restored at the end (early
+    stopping).
     """
 
     torch.manual_seed(config.seed)
@@ -425,54 +426,6 @@ def _validate(
     if best is None or score > best[1]:
         return (step, score, {k: v.detach().clone() for k, v in model.state_dict().items()})
     return best
-
-
-def validation_ndcg(
-    data: list[TeacherExamples], qrels: list[dict[str, dict[str, int]]]
-) -> Callable[[Hypencoder], float]:
-    """Mean nDCG@10 over datasets of held-out *training* queries (exhaustive q-net search, full corpus).
-
-    ``qrels`` are the *train* qrels of the held-out queries; document vectors are computed (or loaded from the
-    cache) once, on the first call.
-    """
-    from hydra_st.evaluation import evaluate_run
-    from hydra_st.retrieval import exhaustive_search, to_run
-
-    doc_vectors: list[Tensor] = []
-
-    def score(model: Hypencoder) -> float:
-        if not doc_vectors:
-            doc_vectors.extend(document_vectors(model, ex, show_progress_bar=False) for ex in data)
-        values = []
-        for ex, rels, docs in zip(data, qrels, doc_vectors, strict=True):
-            q = model.encode_query(ex.query_texts, convert_to_tensor=True, show_progress_bar=False)
-            s, idx = exhaustive_search(q, docs, top_k=100, scorer=model.similarity)
-            run = to_run(ex.query_ids, ex.doc_ids, s, idx)
-            values.append(evaluate_run(rels, run, metrics=("ndcg@10",)).aggregate["ndcg@10"])
-        return float(np.mean(values))
-
-    return score
-
-
-def split_examples(ex: TeacherExamples, fraction: float, seed: int = 0) -> tuple[TeacherExamples, TeacherExamples]:
-    """Split training queries into (train, held-out) parts, deterministically."""
-    order = np.random.default_rng(seed).permutation(len(ex.query_ids))
-    n_val = int(round(fraction * len(order)))
-    parts = []
-    for idx in (sorted(order[n_val:]), sorted(order[:n_val])):
-        parts.append(
-            TeacherExamples(
-                ex.name,
-                ex.doc_ids,
-                ex.doc_texts,
-                [ex.query_ids[i] for i in idx],
-                [ex.query_texts[i] for i in idx],
-                [ex.candidates[i] for i in idx],
-                [ex.teacher_scores[i] for i in idx],
-                [ex.positives[i] for i in idx],
-            )
-        )
-    return parts[0], parts[1]
 
 
 def _accelerator(config: HypencoderTrainingConfig) -> Any:

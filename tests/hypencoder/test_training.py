@@ -97,7 +97,7 @@ def test_teacher_examples_on_real_train_split(beir_data_dir):
 
 
 def test_split_and_early_stopping_restores_best(tiny_st_model):
-    from hydra_st.hypencoder.training import split_examples
+    from hydra_st.hypencoder.validation import split_examples
 
     ex = synthetic_examples()
     train, held_out = split_examples(ex, 0.25, seed=1)
