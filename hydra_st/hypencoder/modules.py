@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import types
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -131,11 +132,18 @@ class HyperHead(Module):
 
     # ------------------------------------------------------------------ forward
     @staticmethod
-    def _attend(query: Tensor, keys: Tensor, values: Tensor, mask: Tensor, scale: float) -> Tensor:
-        # query [1, n, w]; keys/values [B, T, w]; mask [B, T] -> [B, n, w]
-        logits = torch.einsum("nw,btw->bnt", query[0], keys) / scale
+    def _generated(
+        tokens: Tensor, mask: Tensor, query: Tensor, key: nn.Module, value: nn.Module, projection: nn.Module,
+        scale: float,
+    ) -> Tensor:  # fmt: skip
+        """``projection(LN(ReLU(attention(query, key(tokens), value(tokens)))))``, ``[B, n, w]`` for ``[1, n, w]``.
+
+        The one recipe behind every generated matrix, bias and skip correction (mask ``[B, T]``, logits / ``scale``).
+        """
+        logits = torch.einsum("nw,btw->bnt", query[0], key(tokens)) / scale
         logits = logits.masked_fill(~mask[:, None, :], float("-inf"))
-        return torch.softmax(logits, dim=-1) @ values
+        ctx = torch.softmax(logits, dim=-1) @ value(tokens)
+        return projection(F.layer_norm(F.relu(ctx), (ctx.shape[-1],)))
 
     def generate(self, token_embeddings: Tensor, attention_mask: Tensor) -> QNetParams:
         """Unpacked q-net parameters for a batch of token states ``[B, T, hidden]``."""
@@ -148,31 +156,29 @@ class HyperHead(Module):
         n_w = len(self.converter.weight_shapes)
         weights = []
         for i, (_, out) in enumerate(self.converter.weight_shapes):
-            keys = self.key_projections[i](token_embeddings)
-            values = self.value_projections[i](token_embeddings)
-            ctx = self._attend(self.weight_query_embeddings[i], keys, values, mask, math.sqrt(out))
-            ctx = F.layer_norm(F.relu(ctx), (ctx.shape[-1],))
-            w = self.weight_hyper_projection[i](ctx) + self.hyper_base_matrices[i]
-            weights.append(w.transpose(1, 2))
+            w = self._generated(
+                token_embeddings, mask, self.weight_query_embeddings[i], self.key_projections[i],
+                self.value_projections[i], self.weight_hyper_projection[i], math.sqrt(out),
+            )  # fmt: skip
+            weights.append((w + self.hyper_base_matrices[i]).transpose(1, 2))
         biases = []
         for j, _ in enumerate(self.converter.bias_shapes):
-            keys = self.key_projections[n_w + j](token_embeddings)
-            values = self.value_projections[n_w + j](token_embeddings)
-            ctx = self._attend(self.bias_query_embeddings[j], keys, values, mask, 1.0)
-            ctx = F.layer_norm(F.relu(ctx), (ctx.shape[-1],))
-            b = self.bias_hyper_projection[j](ctx)[:, 0] + self.hyper_base_vectors[j]
-            biases.append(b)
+            b = self._generated(
+                token_embeddings, mask, self.bias_query_embeddings[j], self.key_projections[n_w + j],
+                self.value_projections[n_w + j], self.bias_hyper_projection[j], 1.0,
+            )  # fmt: skip
+            biases.append(b[:, 0] + self.hyper_base_vectors[j])
         skip = None
         if self.converter.linear_skip:
             m = attention_mask.to(token_embeddings.dtype).unsqueeze(-1)
             pooled = (token_embeddings * m).sum(1) / m.sum(1).clamp(min=1e-9)
             skip = F.normalize(pooled, dim=-1) if self.skip_from_pooling else torch.zeros_like(pooled)
             if self.learned_skip:
-                keys = self.skip_key_projection(token_embeddings)
-                values = self.skip_value_projection(token_embeddings)
-                ctx = self._attend(self.skip_query_embedding, keys, values, mask, 1.0)
-                ctx = F.layer_norm(F.relu(ctx), (ctx.shape[-1],))
-                skip = skip + self.skip_hyper_projection(ctx)[:, 0] + self.skip_base_vector
+                correction = self._generated(
+                    token_embeddings, mask, self.skip_query_embedding, self.skip_key_projection,
+                    self.skip_value_projection, self.skip_hyper_projection, 1.0,
+                )  # fmt: skip
+                skip = skip + correction[:, 0] + self.skip_base_vector
         return QNetParams(weights, biases, skip)
 
     def forward(self, features: dict[str, Tensor], **kwargs: Any) -> dict[str, Tensor]:
@@ -221,27 +227,19 @@ class HyperHead(Module):
         init_defaults: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> HyperHead:
-        config = cls.load_config(
-            model_name_or_path=model_name_or_path,
-            subfolder=subfolder,
-            token=token,
-            cache_folder=cache_folder,
-            revision=revision,
-            local_files_only=local_files_only,
-        )
+        hub: dict[str, Any] = {
+            "subfolder": subfolder,
+            "token": token,
+            "cache_folder": cache_folder,
+            "revision": revision,
+            "local_files_only": local_files_only,
+        }
+        config = cls.load_config(model_name_or_path=model_name_or_path, **hub)
         for key, value in (init_defaults or {}).items():  # as in sentence-transformers: the saved config wins
             if key in cls.config_keys:
                 config.setdefault(key, value)
         model = cls(**config)
-        path = cls.load_file_path(
-            model_name_or_path,
-            "model.safetensors",
-            subfolder=subfolder,
-            token=token,
-            cache_folder=cache_folder,
-            revision=revision,
-            local_files_only=local_files_only,
-        )
+        path = cls.load_file_path(model_name_or_path, "model.safetensors", **hub)
         if path is None:
             raise FileNotFoundError(f"{model_name_or_path}/{subfolder}: hyper-head weights model.safetensors missing")
         try:
@@ -348,7 +346,7 @@ class BaseModelReference(Transformer):
         )
         if path is None:
             raise FileNotFoundError(f"{model_name_or_path}: {cls.reference_file} is missing")
-        info = json.loads(open(path, encoding="utf8").read())
+        info = json.loads(Path(path).read_text(encoding="utf8"))
         model_id = info["base_model_id"]
         source = ensure_base_model(model_id) or model_id
         transformer = Transformer.load(
