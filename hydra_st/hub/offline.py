@@ -101,5 +101,12 @@ def load_base_model(model_id: str = DEFAULT_BASE_MODEL, device: str | None = "cp
     """
     from sentence_transformers import SentenceTransformer
 
-    ensure_base_model(model_id)
+    snapshot = ensure_base_model(model_id)
+    if snapshot is not None and "local_files_only" not in kwargs:
+        # The snapshot is complete and pinned to one revision: read it from the cache without asking the Hub.
+        # Without this, a machine with no network waits out huggingface_hub's retries for every optional file.
+        try:
+            return SentenceTransformer(model_id, device=device, local_files_only=True, **kwargs)
+        except OSError:
+            logger.info("cached snapshot of %s is incomplete; loading it through the Hub", model_id)
     return SentenceTransformer(model_id, device=device, **kwargs)

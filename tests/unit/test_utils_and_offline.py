@@ -83,3 +83,29 @@ def test_offline_seed_makes_hub_id_loadable(monkeypatch: pytest.MonkeyPatch, tmp
     assert snapshot is not None and (snapshot / "model.safetensors").is_file()
     assert (tmp_path / "hub/models--sentence-transformers--all-MiniLM-L6-v2/refs/main").read_text() == snapshot.name
     assert ensure_base_model() == snapshot  # idempotent: a second call finds the cached snapshot
+
+
+def test_load_base_model_reads_a_seeded_snapshot_without_the_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    import sentence_transformers
+
+    import hydra_st.hub.offline as offline
+
+    calls: list[dict] = []
+
+    class FakeST:
+        def __init__(self, model_id: str, **kwargs) -> None:
+            calls.append(kwargs)
+            if kwargs.get("local_files_only") and "incomplete" in model_id:
+                raise OSError("a file is missing from the cache")
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", FakeST)
+    monkeypatch.setattr(offline, "ensure_base_model", lambda model_id: tmp_path)
+    offline.load_base_model("sentence-transformers/all-MiniLM-L6-v2")
+    assert calls == [{"device": "cpu", "local_files_only": True}]  # no Hub round-trips (and no retry waits)
+    calls.clear()
+    offline.load_base_model("incomplete/model")  # a broken snapshot falls back to the normal (Hub) load
+    assert calls == [{"device": "cpu", "local_files_only": True}, {"device": "cpu"}]
+    calls.clear()
+    monkeypatch.setattr(offline, "ensure_base_model", lambda model_id: None)
+    offline.load_base_model("someone/else")  # no offline weights: loading is left to sentence-transformers
+    assert calls == [{"device": "cpu"}]
