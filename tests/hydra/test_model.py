@@ -17,16 +17,6 @@ def card(name: str = "toy", description: str = "Find documents about animals.") 
     return TaskCard(name=name, description=description, example_queries=["why do cats purr"])
 
 
-@pytest.fixture
-def tiny_hydra(tiny_st_model) -> Hydra:
-    model = Hydra.from_base(tiny_st_model, out_dim=16, cond_dim=8, rank=2, hidden_dim=16)
-    torch.manual_seed(0)
-    with torch.no_grad():  # make the head card-dependent, as after training
-        for p in model.head.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model
-
-
 def test_encode_with_card_shape_and_card_dependence(tiny_hydra):
     a = tiny_hydra.encode_query(TEXTS, task_card=card())
     b = tiny_hydra.encode_document(TEXTS, task_card=card("other", "Find financial news."))
