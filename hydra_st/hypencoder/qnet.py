@@ -205,20 +205,21 @@ class QNetConverter:
         n_hidden = self.num_hidden_layers
         for layer, w in enumerate(params.weights):
             last = layer == len(params.weights) - 1
+            # Hidden layers add their bias inside the GEMM (addmm / baddbmm): one pass fewer over [B, N, h].
             if layer == 0 and shared:
                 # One GEMM for all queries: [N, d] @ [d, B*out] -> [B, N, out].
                 d_in, d_out = w.shape[1], w.shape[2]
-                out = (h @ w.permute(1, 0, 2).reshape(d_in, n_q * d_out)).view(h.shape[0], n_q, d_out).transpose(0, 1)
+                flat_w = w.permute(1, 0, 2).reshape(d_in, n_q * d_out)
+                out = h @ flat_w if last else torch.addmm(params.biases[0].reshape(1, n_q * d_out), h, flat_w)
+                out = out.view(h.shape[0], n_q, d_out).transpose(0, 1)
             else:
                 if h.dim() == 2:
                     h = h.unsqueeze(0).expand(n_q, -1, -1)
-                out = torch.bmm(h, w)
+                out = torch.bmm(h, w) if last else torch.baddbmm(params.biases[layer].unsqueeze(1), h, w)
             if last:
                 scores = out.squeeze(-1)
                 break
             inplace = not out.requires_grad  # inference: no extra copies of the [B, N, h] activations
-            bias = params.biases[layer].unsqueeze(1)
-            out = out.add_(bias) if inplace else out + bias
             if self.activation == "relu":
                 out = out.relu_() if inplace else F.relu(out)
             else:
