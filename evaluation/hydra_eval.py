@@ -63,8 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", default="outputs/hydra-eval")
     parser.add_argument("--save-model", default=None, help="copy the trained all-task model here")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--seed", type=int, default=None, help="training seed (default: the pipeline's, 0)")
+    parser.add_argument("--results", default=str(RESULTS), help="where hydra.md / hydra.json are written")
     args = parser.parse_args(argv)
     config = PipelineConfig(tasks=tuple(args.tasks.split(",")), loto=not args.no_loto)
+    if args.seed is not None:
+        config = replace(config, training=replace(config.training, seed=args.seed))
     if args.epochs is not None:
         config = replace(config, training=replace(config.training, epochs=args.epochs))
     t0 = time.perf_counter()
@@ -101,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         "```",
         "",
     ]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS / "hydra.md", "\n".join(md))
-    atomic_write_json(RESULTS / "hydra.json", {**report, "targets": targets})
+    results_dir = Path(args.results)
+    atomic_write_text(results_dir / "hydra.md", "\n".join(md))
+    atomic_write_json(results_dir / "hydra.json", {**report, "targets": targets})
     print("\n".join(md))
     if args.save_model:
         dest = Path(args.save_model)
