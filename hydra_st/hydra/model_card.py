@@ -48,6 +48,16 @@ q = model.encode_query(["..."], task_card={{"name": "mytask", "description": "..
 
 Without a card the generic head (the shared base projection) is used.
 
+With MTEB, wrap the model so that each task's card reaches its encode calls (the bundled card of the task's
+dataset where there is one, else a card written from the task's metadata, or your own with `cards=`):
+
+```python
+import mteb
+from hydra_st.hydra.mteb import HydraMTEBWrapper
+
+results = mteb.evaluate(HydraMTEBWrapper(model), mteb.get_tasks(tasks=["SciFact"]))
+```
+
 ## Training
 
 {training}
@@ -62,6 +72,29 @@ The hypernetwork was trained on a handful of tasks, so a card for a very differe
 the generic one. Scores were measured on small BEIR-format collections on CPU; see the table above for the
 exact numbers, including where Hydra does not beat its base model or teacher.
 """
+
+
+def base_model_id(model: Any, path: str | os.PathLike[str] | None = None) -> str:
+    """The Hub id of the frozen base, for the card's ``base_model`` metadata.
+
+    A model built on a Hub id knows it (its transformer's ``_name_or_path``). Once saved and loaded again, that
+    field holds the local folder instead, so the id is read back from the card already in ``path`` (written at
+    the first save); failing both, the package's default base model.
+    """
+    from hydra_st.settings import DEFAULT_BASE_MODEL
+
+    transformer = list(model._modules.values())[0]
+    name_or_path = str(getattr(getattr(getattr(transformer, "auto_model", None), "config", None), "_name_or_path", ""))
+    if "/" in name_or_path and not os.path.isabs(name_or_path) and not os.path.isdir(name_or_path):
+        return name_or_path
+    readme = Path(path) / "README.md" if path is not None else None
+    if readme is not None and readme.is_file():
+        for line in readme.read_text(encoding="utf-8").splitlines()[:30]:
+            if line.startswith("base_model:"):
+                value = line.split(":", 1)[1].strip()
+                if value and not os.path.isdir(value):
+                    return value
+    return DEFAULT_BASE_MODEL
 
 
 def write_model_card(
@@ -80,11 +113,7 @@ def write_model_card(
 
     path = Path(path)
     head = model.head
-    base_model = "sentence-transformers/all-MiniLM-L6-v2"
-    transformer = list(model._modules.values())[0]
-    name_or_path = getattr(getattr(getattr(transformer, "auto_model", None), "config", None), "_name_or_path", None)
-    if name_or_path and "/" in str(name_or_path) and not os.path.isabs(str(name_or_path)):
-        base_model = str(name_or_path)
+    base_model = base_model_id(model, path)
     if training is None:
         info = path / "hydra_training.json"
         training = (
