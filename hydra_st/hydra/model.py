@@ -41,6 +41,7 @@ class Hydra(SentenceTransformer):
         hidden_dim: int = 128,
         layer_norm: bool = True,
         device: str = "cpu",
+        gated: bool = False,
     ) -> Hydra:
         """Build an (untrained) Hydra on a frozen base model.
 
@@ -52,6 +53,8 @@ class Hydra(SentenceTransformer):
             hidden_dim: Hidden size of the card encoder.
             layer_norm: Use LayerNorm with generated scale/shift in the head.
             device: Device to put the model on.
+            gated: Give the head a fallback gate to the base embedding, calibrated after training
+                (needs ``out_dim`` equal to the base dimension).
         """
         if base is None or isinstance(base, str):
             from hydra_st.hub.offline import load_base_model
@@ -68,7 +71,13 @@ class Hydra(SentenceTransformer):
         if in_dim is None:
             raise ValueError("the base model does not report its embedding dimension; add a Pooling module")
         head = HydraHead(
-            in_dim=in_dim, out_dim=out_dim, cond_dim=cond_dim, rank=rank, hidden_dim=hidden_dim, layer_norm=layer_norm
+            in_dim=in_dim,
+            out_dim=out_dim,
+            cond_dim=cond_dim,
+            rank=rank,
+            hidden_dim=hidden_dim,
+            layer_norm=layer_norm,
+            gated=gated,
         )
         model = cls(modules=[*modules, head], device=device, similarity_fn_name="cosine")
         for p in model.parameters():

@@ -24,7 +24,7 @@ license: apache-2.0
 A **Hydra** model: the frozen base encoder `{base_model}` plus a small hypernetwork that turns a *task card*
 (a structured description of a retrieval task) into a task-specific projection head
 ({in_dim}→{out_dim}, LayerNorm scale/shift; {generated} generated parameters per head from a hypernet of
-{trainable} trainable parameters). No per-task fine-tuning: describe a task, get an embedding space for it.
+{trainable} trainable parameters). No per-task fine-tuning: describe a task, get an embedding space for it.{gate}
 
 ## Usage
 
@@ -72,6 +72,13 @@ The hypernetwork was trained on a handful of tasks, so a card for a very differe
 the generic one. Scores were measured on small BEIR-format collections on CPU; see the table above for the
 exact numbers, including where Hydra does not beat its base model or teacher.
 """
+
+
+_GATE_NOTE = """
+
+The head also generates a *gate* that mixes its output with the base embedding. It was calibrated after training
+on each training task's dev queries: a task whose dev score did not improve over the base model gets the base
+model's embeddings exactly (gate 0), and a new card gets a gate in between, by its closeness to those tasks."""
 
 
 def base_model_id(model: Any, path: str | os.PathLike[str] | None = None) -> str:
@@ -132,6 +139,7 @@ def write_model_card(
         generated=f"{head.generator.generated_parameter_count():,}",
         trainable=f"{head.trainable_parameter_count():,}",
         path_hint=model_name or str(path),
+        gate=_GATE_NOTE if getattr(head, "gated", False) else "",
         training=training,
         evaluation=evaluation,
     )

@@ -41,6 +41,8 @@ class PipelineConfig:
         loto: Also train one leave-one-task-out hypernet per task.
         dev_aggregate: Model selection on per-task dev gains over the base (see
             :func:`~hydra_st.hydra.evaluate.aggregate_gains`): ``"mean"``, ``"min"`` or ``"penalized"``.
+        gated: Give the head a fallback gate and calibrate it after training: a task whose dev gain over the base
+            is not positive gets exactly the base model (needs ``out_dim`` = the base dimension).
     """
 
     tasks: Sequence[str] = QUICKSTART_TASKS
@@ -51,6 +53,7 @@ class PipelineConfig:
     training: TrainingConfig = field(default_factory=lambda: TrainingConfig(init="identity", epochs=3, eval_every=40))
     loto: bool = True
     dev_aggregate: str = "penalized"
+    gated: bool = True
 
 
 def load_tasks(
@@ -90,7 +93,7 @@ def train_model(
     from hydra_st.teachers import BM25Teacher
 
     torch.manual_seed(config.training.seed)  # the hypernet's initialisation is part of the run's determinism
-    model = Hydra.from_base(base, out_dim=config.out_dim, rank=config.rank)
+    model = Hydra.from_base(base, out_dim=config.out_dim, rank=config.rank, gated=config.gated)
     prefs = {t.name: task_preferences(t, BM25Teacher, config.preferences, cache_dir) for t in tasks}
     base_dev = base_dev_scores(tasks)
     training = TrainingConfig(**{**asdict(config.training), "show_progress_bar": show_progress_bar})
@@ -104,6 +107,9 @@ def train_model(
         dev_aggregate=lambda g: aggregate_gains(g, config.dev_aggregate),
     )
     summary = trainer.train(resume_from=resume_from)
+    if config.gated:  # after training and state selection: the gate follows each task's dev result
+        summary["gates"] = trainer.calibrate_gate(dev_gains(model, tasks, base_dev))
+        summary["gated_dev_gains"] = dev_gains(model, tasks, base_dev)
     summary["base_dev"] = base_dev
     return model, summary
 

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from hydra_st.utils.io import atomic_save_safetensors, atomic_write_json, atomic_write_text
 
-from .generator import apply_head
+from .generator import apply_head, calibrate_gate
 from .losses import HydraLoss, ScoreBatch
 from .preferences import Preferences
 
@@ -229,9 +229,11 @@ class HydraTrainer:
         if resume_from is None:
             self.init_base_projection()
         fn = _HeadFn(self.head)
-        optimizer = torch.optim.AdamW(
-            fn.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay
-        )
+        # the fallback gate (gated heads) is not trained with the head: calibrate_gate fits it afterwards
+        trainable = [*self.head.card_encoder.parameters(), *self.head.generator.head_parameters()]
+        if self.head.generator.gated:
+            self.head.generator.to_gate.requires_grad_(False)
+        optimizer = torch.optim.AdamW(trainable, lr=self.config.learning_rate, weight_decay=self.config.weight_decay)
         if resume_from is not None:
             self._load_checkpoint(Path(resume_from), optimizer)
         fn, optimizer = accelerator.prepare(fn, optimizer)
@@ -309,6 +311,25 @@ class HydraTrainer:
             return True
         return False
 
+    @torch.no_grad()
+    def calibrate_gate(self, dev_gains: dict[str, float], min_gain: float = 0.0) -> dict[str, float]:
+        """Open the fallback gate for tasks whose dev gain over the base exceeds ``min_gain``, close it for the rest.
+
+        Tasks missing from ``dev_gains`` (no dev queries) are closed: without evidence, the base model is kept.
+        Returns the calibrated gate value per task.
+        """
+        if not self.head.generator.gated:
+            raise ValueError("calibrate_gate needs a gated head: build it with Hydra.from_base(..., gated=True)")
+        encoder = self.head.card_encoder
+        device = self.head.generator.base_weight.device
+        conds = torch.stack([encoder.condition(t.card_features.to(device)) for t in self.tasks])
+        open_ = torch.tensor([dev_gains.get(t.name, float("-inf")) > min_gain for t in self.tasks])
+        calibrate_gate(self.head.generator, conds.cpu().float(), open_)
+        self.head.clear_cache()
+        gates = {t.name: float(self.head.generator(c)["gate"]) for t, c in zip(self.tasks, conds, strict=True)}
+        self.history.append({"step": self.global_step, "gates": gates, "gate_dev_gains": dict(dev_gains)})
+        return gates
+
     def summary(self) -> dict[str, Any]:
         losses = [h for h in self.history if "loss" in h]
         last = losses[-50:]
@@ -321,6 +342,7 @@ class HydraTrainer:
             "dev_history": [h for h in self.history if "dev" in h],
             "trainable_parameters": self.head.trainable_parameter_count(),
             "generated_parameters_per_head": self.head.generator.generated_parameter_count(),
+            "gates": next((h["gates"] for h in reversed(self.history) if "gates" in h), None),
         }
 
     # ------------------------------------------------------------------ checkpoints
