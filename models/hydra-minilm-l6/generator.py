@@ -23,11 +23,17 @@ class ProjectionHeadGenerator(nn.Module):
     conditioning vector around ``b0``, 1 and 0. With the default sizes (384→256, rank 6, conditioning dim 64)
     each head has 99,072 generated parameters and this module about 310K trainable ones.
 
+    With ``gated=True`` (needs ``out_dim == in_dim``) the generator also writes a *gate* ``g(c) = σ(w·c + a)``
+    that mixes the head's output with the base embedding, ``normalize((1 − g) x + g head(x))``: at ``g = 0`` the
+    task gets exactly the base model. The gate is not trained with the head; :func:`calibrate_gate` fits it after
+    training from the tasks' dev results, so a task whose dev queries show no gain falls back to the base model.
+
     Args:
         in_dim: Base embedding dimension.
         out_dim: Head output dimension.
         cond_dim: Conditioning vector dimension.
         rank: Rank of the card-dependent update of ``W``.
+        gated: Also generate the fallback gate (opened wide until calibrated).
 
     Example:
         >>> gen = ProjectionHeadGenerator(in_dim=8, out_dim=4, cond_dim=3, rank=2)
@@ -36,14 +42,21 @@ class ProjectionHeadGenerator(nn.Module):
         ((8, 4), 44)
     """
 
-    def __init__(self, in_dim: int = 384, out_dim: int = 256, cond_dim: int = 64, rank: int = 6) -> None:
+    def __init__(
+        self, in_dim: int = 384, out_dim: int = 256, cond_dim: int = 64, rank: int = 6, gated: bool = False
+    ) -> None:
         super().__init__()
         for name, value in (("in_dim", in_dim), ("out_dim", out_dim), ("cond_dim", cond_dim), ("rank", rank)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"ProjectionHeadGenerator: {name} must be a positive int, got {value!r}")
         if out_dim > in_dim:
             raise ValueError(f"out_dim ({out_dim}) must not exceed in_dim ({in_dim}) for an orthonormal init")
-        self.in_dim, self.out_dim, self.cond_dim, self.rank = in_dim, out_dim, cond_dim, rank
+        if gated and out_dim != in_dim:
+            raise ValueError(
+                f"a gated head mixes its output with the base embedding, so out_dim ({out_dim}) must equal in_dim "
+                f"({in_dim}); use out_dim={in_dim} or gated=False"
+            )
+        self.in_dim, self.out_dim, self.cond_dim, self.rank, self.gated = in_dim, out_dim, cond_dim, rank, gated
         basis = torch.eye(in_dim)[:, :out_dim].clone()
         self.base_weight = nn.Parameter(basis)  # W0, [in, out]
         self.base_bias = nn.Parameter(torch.zeros(out_dim))
@@ -56,10 +69,19 @@ class ProjectionHeadGenerator(nn.Module):
         nn.init.zeros_(self.to_b.bias)
         nn.init.zeros_(self.to_affine.weight)
         nn.init.zeros_(self.to_affine.bias)
+        if gated:
+            self.to_gate = nn.Linear(cond_dim, 1)
+            nn.init.zeros_(self.to_gate.weight)
+            nn.init.constant_(self.to_gate.bias, GATE_OPEN_LOGIT)  # open (g ≈ 1) until calibrated
 
     def generated_parameter_count(self) -> int:
-        """Number of parameters of one generated head (W, b, scale, shift)."""
-        return self.in_dim * self.out_dim + 3 * self.out_dim
+        """Number of parameters of one generated head (W, b, scale, shift, and the gate when gated)."""
+        return self.in_dim * self.out_dim + 3 * self.out_dim + int(self.gated)
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The parameters trained with the head (everything but the gate, which is calibrated afterwards)."""
+        gate = {id(p) for p in self.to_gate.parameters()} if self.gated else set()
+        return [p for p in self.parameters() if id(p) not in gate]
 
     @torch.no_grad()
     def init_base_from_embeddings(self, embeddings: torch.Tensor, center: bool = True) -> None:
@@ -85,12 +107,50 @@ class ProjectionHeadGenerator(nn.Module):
         a = self.to_a(cond).view(self.in_dim, self.rank)
         b = self.to_b(cond).view(self.rank, self.out_dim)
         bias, scale, shift = self.to_affine(cond).view(3, self.out_dim)
-        return {
+        params = {
             "weight": self.base_weight + a @ b,
             "bias": self.base_bias + bias,
             "scale": 1.0 + scale,
             "shift": shift,
         }
+        if self.gated:
+            params["gate"] = torch.sigmoid(self.to_gate(cond))
+        return params
+
+
+GATE_OPEN_LOGIT = 20.0
+"""Gate logit of an uncalibrated head and of a task whose dev queries gained. σ(20) is exactly 1 in float32, so an
+open gate gives exactly the trained head, the one its dev gain was measured on (at σ(10) = 0.99995 the residual
+mix of the base still reordered near-duplicate documents whose scores differ only by rounding)."""
+
+
+@torch.no_grad()
+def calibrate_gate(generator: ProjectionHeadGenerator, conds: torch.Tensor, open_: torch.Tensor, ridge: float = 1e-3):
+    """Fit the gate so that task ``i`` (conditioning ``conds[i]``) gets ``g ≈ 1`` if ``open_[i]`` else ``g ≈ 0``.
+
+    Ridge regression of the logits ``±GATE_OPEN_LOGIT`` on the centred conditioning vectors (closed form,
+    deterministic; ``ridge`` is relative to the mean squared norm): with fewer tasks than conditioning dimensions it
+    interpolates the training tasks, and a card at their mean gets the mean target logit.
+
+    Example:
+        >>> gen = ProjectionHeadGenerator(in_dim=4, out_dim=4, cond_dim=3, rank=1, gated=True)
+        >>> conds = torch.eye(3)[:2]
+        >>> calibrate_gate(gen, conds, torch.tensor([True, False]))
+        >>> [round(float(gen(c)["gate"]), 3) for c in conds]
+        [1.0, 0.0]
+    """
+    if not generator.gated:
+        raise ValueError("this head has no gate (built with gated=False)")
+    if conds.ndim != 2 or conds.shape != (len(open_), generator.cond_dim):
+        raise ValueError(f"need conditioning vectors [n_tasks, {generator.cond_dim}], got {tuple(conds.shape)}")
+    mean = conds.double().mean(0)
+    c = conds.double() - mean
+    target = torch.where(torch.as_tensor(open_, dtype=torch.bool), GATE_OPEN_LOGIT, -GATE_OPEN_LOGIT).double()
+    gram = c @ c.T
+    scale = float(gram.diagonal().mean()) or 1.0
+    weight = c.T @ torch.linalg.solve(gram + ridge * scale * torch.eye(len(c), dtype=c.dtype), target - target.mean())
+    generator.to_gate.weight.copy_(weight.view(1, -1).to(generator.to_gate.weight.dtype))
+    generator.to_gate.bias.fill_(float(target.mean() - weight @ mean))
 
 
 def apply_head(params: HeadParams, x: torch.Tensor, layer_norm: bool = True, eps: float = 1e-5) -> torch.Tensor:
@@ -98,4 +158,8 @@ def apply_head(params: HeadParams, x: torch.Tensor, layer_norm: bool = True, eps
     h = x @ params["weight"] + params["bias"]
     if layer_norm:
         h = nn.functional.layer_norm(h, (h.shape[-1],), eps=eps) * params["scale"] + params["shift"]
-    return nn.functional.normalize(h, dim=-1)
+    h = nn.functional.normalize(h, dim=-1)
+    if "gate" in params:  # fall back towards the base embedding (exactly it at gate 0)
+        g = params["gate"]
+        h = nn.functional.normalize((1.0 - g) * nn.functional.normalize(x, dim=-1) + g * h, dim=-1)
+    return h

@@ -69,6 +69,8 @@ class HydraHead(Module):
         hidden_dim: Hidden size of the card encoder's projection MLP.
         layer_norm: Apply LayerNorm (with generated scale/shift) after the linear map.
         default_card: A card mapping used when ``encode`` gets no ``task_card``.
+        gated: Also generate a gate that falls back to the base embedding (needs ``out_dim == in_dim``; see
+            :class:`ProjectionHeadGenerator`).
 
     Example:
         >>> from sentence_transformers import SentenceTransformer
@@ -77,7 +79,9 @@ class HydraHead(Module):
         256
     """
 
-    config_keys: list[str] = ["in_dim", "out_dim", "cond_dim", "rank", "hidden_dim", "layer_norm", "default_card"]
+    config_keys: list[str] = [
+        "in_dim", "out_dim", "cond_dim", "rank", "hidden_dim", "layer_norm", "default_card", "gated",
+    ]  # fmt: skip
     forward_kwargs: set[str] = {"task_card"}
 
     def __init__(
@@ -89,13 +93,16 @@ class HydraHead(Module):
         hidden_dim: int = 128,
         layer_norm: bool = True,
         default_card: dict[str, Any] | None = None,
+        gated: bool = False,
     ) -> None:
         super().__init__()
-        self.in_dim, self.out_dim, self.cond_dim, self.rank = in_dim, out_dim, cond_dim, rank
+        self.in_dim, self.out_dim, self.cond_dim, self.rank, self.gated = in_dim, out_dim, cond_dim, rank, gated
         self.hidden_dim, self.layer_norm = hidden_dim, bool(layer_norm)
         self.default_card = card_to_mapping(default_card) if default_card is not None else None
         self.card_encoder = TaskCardEncoder(embed_dim=in_dim, cond_dim=cond_dim, hidden_dim=hidden_dim)
-        self.generator = ProjectionHeadGenerator(in_dim=in_dim, out_dim=out_dim, cond_dim=cond_dim, rank=rank)
+        self.generator = ProjectionHeadGenerator(
+            in_dim=in_dim, out_dim=out_dim, cond_dim=cond_dim, rank=rank, gated=bool(gated)
+        )
         self._head_cache: dict[str, tuple[tuple[int, ...], HeadParams]] = {}
         self._model_ref: weakref.ReferenceType | None = None
 
