@@ -30,6 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--loto", action="store_true", help="also train one leave-one-task-out hypernet per task (about 45 s each)"
     )
     qs.add_argument("--seed", type=int, default=0)
+    qs.add_argument(
+        "--no-gate",
+        action="store_true",
+        help="keep every task's trained head (default: a task whose dev queries show no gain gets the base model)",
+    )
     qs.add_argument("--no-progress", action="store_true", help="hide progress bars")
     qs.set_defaults(func=quickstart)
 
@@ -51,7 +56,7 @@ def quickstart(args: argparse.Namespace) -> int:
             f"dataset(s) {missing} not found under {data_dir}; set --data-dir or $HYDRA_ST_DATA_DIR to the folder "
             "holding BEIR-layout datasets"
         )
-    config = PipelineConfig(tasks=tasks, loto=args.loto)
+    config = PipelineConfig(tasks=tasks, loto=args.loto, gated=not args.no_gate)
     training = replace(config.training, seed=args.seed)
     if args.epochs is not None:
         training = replace(training, epochs=args.epochs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -100,7 +102,9 @@ def test_quickstart_cli_end_to_end(beir_data_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| adi |" in out and "hydra_loto" in out
     assert (tmp_path / "model" / "hydra_head.py").is_file()
-    assert (tmp_path / "hydra_results.json").is_file()
+    report = json.loads((tmp_path / "hydra_results.json").read_text())
+    assert set(report["training"]["gates"]) == {"adi", "med"}  # the fallback gate was calibrated (the default)
+    assert json.loads((tmp_path / "model" / "3_HydraHead" / "config.json").read_text())["gated"] is True
 
 
 def test_cli_card_and_missing_data(tmp_path, capsys):
