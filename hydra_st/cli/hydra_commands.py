@@ -1,4 +1,4 @@
-"""``hydra-st`` commands of the Hydra family: ``quickstart`` and ``hydra-card``."""
+"""``hydra-st`` commands of the Hydra family: ``quickstart``, ``hydra-evaluate`` and ``hydra-card``."""
 
 from __future__ import annotations
 
@@ -38,6 +38,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     qs.add_argument("--no-progress", action="store_true", help="hide progress bars")
     qs.set_defaults(func=quickstart)
 
+    ev = subparsers.add_parser(
+        "hydra-evaluate",
+        help="score a saved Hydra model on a dataset with a task card (run file and metrics)",
+        description=(
+            "Rank a dataset's documents with a saved Hydra model and a task card (default: the bundled card of the "
+            "dataset), using the base model's cached corpus embeddings; print the metrics beside the base model's "
+            "and write TREC run files and JSON results."
+        ),
+    )
+    ev.add_argument("--model", required=True, help="a saved Hydra model folder (or Hub id)")
+    ev.add_argument("--dataset", required=True, help="dataset name under the data dir")
+    ev.add_argument("--card", default=None, help="card file or bundled card name (default: the dataset's own card)")
+    ev.add_argument("--split", default="test", help="qrels split to evaluate (default: test)")
+    ev.add_argument("--top-k", type=int, default=1000, help="documents retrieved per query (default: 1000)")
+    ev.add_argument("--output-dir", default="outputs/hydra-evaluate", help="where run files and results go")
+    add_data_args(ev)
+    ev.set_defaults(func=hydra_evaluate)
+
     card = subparsers.add_parser("hydra-card", help="validate a task card file and print its rendering")
     card.add_argument("path", help="a .yaml/.yml/.json card file, or the name of a bundled card")
     card.set_defaults(func=show_card)
@@ -72,6 +90,49 @@ def quickstart(args: argparse.Namespace) -> int:
     print(report["table"])
     print(f"\nmodel saved to {args.output_dir}/model; results in {args.output_dir}/hydra_results.json")
     print(f"total {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def hydra_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a saved Hydra model with a card on one dataset split, beside its base model."""
+    from pathlib import Path
+
+    from sentence_transformers import SentenceTransformer
+
+    from hydra_st.data import load_dataset
+    from hydra_st.evaluation import DEFAULT_METRICS, evaluate_run, format_table, write_trec_run
+    from hydra_st.hydra import Hydra, available_cards
+    from hydra_st.hydra.evaluate import hydra_run
+    from hydra_st.hydra.preferences import dense_run
+    from hydra_st.hydra.task_card import coerce_card
+    from hydra_st.teachers import DenseTeacher
+
+    ds = load_dataset(args.dataset, split=args.split, data_dir=args.data_dir)
+    card_ref = args.card or ds.name
+    if args.card is None and ds.name not in available_cards():
+        raise ValueError(f"no bundled card for dataset {ds.name!r}: pass --card with a card file")
+    card = coerce_card(card_ref)
+    model = Hydra(args.model)
+    base = SentenceTransformer(modules=model.base_modules(), device=str(model.device))
+    # the frozen base's corpus embeddings come from (and go to) the shared embedding cache; the head is applied
+    # on top, which equals model.encode_document(..., task_card=card)
+    doc_emb = DenseTeacher(base, cache_dir=args.cache_dir).encode_corpus(ds.doc_ids, ds.doc_texts)
+    qids = list(ds.judged_queries)
+    texts = [ds.judged_queries[q].text for q in qids]
+    q_emb = base.encode_query(texts, convert_to_numpy=True, show_progress_bar=False)
+    runs = {
+        "base": dense_run(q_emb, qids, doc_emb, ds.doc_ids, top_k=args.top_k),
+        "hydra": hydra_run(model, card, qids, q_emb, ds.doc_ids, doc_emb, top_k=args.top_k),
+    }
+    out_dir = Path(args.output_dir) / ds.name / args.split
+    rows: dict[str, dict[str, float | str | None]] = {}
+    for name, run in runs.items():
+        result = evaluate_run(ds.qrels, run, metrics=DEFAULT_METRICS)
+        write_trec_run(run, out_dir / f"{name}.trec", tag=f"hydra_st-{name}")
+        result.save(out_dir / f"{name}.json")
+        rows[f"{ds.name} / {name}"] = {"queries": str(result.num_queries), **result.aggregate}
+    print(f"card: {card.name} ({card.fingerprint}); wrote runs and results to {out_dir}")
+    print(format_table(rows, ["queries", *DEFAULT_METRICS], row_header=f"dataset / model ({args.split})"))
     return 0
 
 

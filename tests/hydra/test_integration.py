@@ -118,3 +118,19 @@ def test_cli_card_and_missing_data(tmp_path, capsys):
     assert "description is empty" in capsys.readouterr().err
     assert main(["quickstart", "--tasks", "nope", "--data-dir", str(tmp_path), "--output-dir", str(tmp_path)]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_hydra_evaluate_cli_on_the_published_model(beir_data_dir, tmp_path, capsys):
+    from pathlib import Path
+
+    from hydra_st.cli.main import main
+
+    model = Path(__file__).resolve().parents[2] / "models" / "hydra-minilm-l6"
+    args = ["hydra-evaluate", "--model", str(model), "--data-dir", str(beir_data_dir), "--output-dir", str(tmp_path)]
+    assert main([*args, "--dataset", "adi"]) == 0
+    out = capsys.readouterr().out
+    assert "card: adi" in out and "| adi / hydra |" in out
+    result = json.loads((tmp_path / "adi" / "test" / "hydra.json").read_text())
+    # the published table: adi's gate is closed, so Hydra scores exactly the base model there
+    assert result["aggregate"]["ndcg@10"] == pytest.approx(0.4975, abs=1e-4)
+    assert (tmp_path / "adi" / "test" / "hydra.trec").is_file()
