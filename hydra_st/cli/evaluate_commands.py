@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hydra_st.cli.common import add_data_args
+from hydra_st.cli.common import add_data_args, write_run_and_result
 from hydra_st.settings import DEFAULT_BASE_MODEL
 
 
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from hydra_st.evaluation import DEFAULT_METRICS, format_table, write_trec_run
+    from hydra_st.evaluation import DEFAULT_METRICS, format_table
     from hydra_st.evaluation.baselines import BaselineSuite
 
     metrics = args.metrics or list(DEFAULT_METRICS)
@@ -45,9 +45,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         out_dir = Path(args.output_dir) / suite.dataset.name / args.split
         for retriever in args.retriever:
             run, result = suite.evaluate(retriever, metrics=metrics)
-            write_trec_run(run, out_dir / f"{retriever}.trec", tag=f"hydra_st-{retriever}")
-            result.save(out_dir / f"{retriever}.json")
-            rows[f"{suite.dataset.name} / {retriever}"] = {"queries": str(result.num_queries), **result.aggregate}
+            rows[f"{suite.dataset.name} / {retriever}"] = write_run_and_result(run, result, out_dir, retriever)
         print(f"wrote runs and results to {out_dir}")
     print(format_table(rows, ["queries", *metrics], row_header=f"dataset / retriever ({args.split})"))
     return 0

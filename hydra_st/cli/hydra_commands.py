@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import replace
 
-from hydra_st.cli.common import add_data_args
+from hydra_st.cli.common import add_data_args, write_run_and_result
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -100,7 +100,7 @@ def hydra_evaluate(args: argparse.Namespace) -> int:
     from sentence_transformers import SentenceTransformer
 
     from hydra_st.data import load_dataset
-    from hydra_st.evaluation import DEFAULT_METRICS, evaluate_run, format_table, write_trec_run
+    from hydra_st.evaluation import DEFAULT_METRICS, evaluate_run, format_table
     from hydra_st.hydra import Hydra, available_cards
     from hydra_st.hydra.evaluate import hydra_run
     from hydra_st.hydra.preferences import dense_run
@@ -128,9 +128,7 @@ def hydra_evaluate(args: argparse.Namespace) -> int:
     rows: dict[str, dict[str, float | str | None]] = {}
     for name, run in runs.items():
         result = evaluate_run(ds.qrels, run, metrics=DEFAULT_METRICS)
-        write_trec_run(run, out_dir / f"{name}.trec", tag=f"hydra_st-{name}")
-        result.save(out_dir / f"{name}.json")
-        rows[f"{ds.name} / {name}"] = {"queries": str(result.num_queries), **result.aggregate}
+        rows[f"{ds.name} / {name}"] = write_run_and_result(run, result, out_dir, name)
     print(f"card: {card.name} ({card.fingerprint}); wrote runs and results to {out_dir}")
     print(format_table(rows, ["queries", *DEFAULT_METRICS], row_header=f"dataset / model ({args.split})"))
     return 0
