@@ -101,17 +101,14 @@ def hydra_evaluate(args: argparse.Namespace) -> int:
 
     from hydra_st.data import load_dataset
     from hydra_st.evaluation import DEFAULT_METRICS, evaluate_run, format_table
-    from hydra_st.hydra import Hydra, available_cards
+    from hydra_st.hydra import Hydra
     from hydra_st.hydra.evaluate import hydra_run
     from hydra_st.hydra.preferences import dense_run
     from hydra_st.hydra.task_card import coerce_card
     from hydra_st.teachers import DenseTeacher
 
     ds = load_dataset(args.dataset, split=args.split, data_dir=args.data_dir)
-    card_ref = args.card or ds.name
-    if args.card is None and ds.name not in available_cards():
-        raise ValueError(f"no bundled card for dataset {ds.name!r}: pass --card with a card file")
-    card = coerce_card(card_ref)
+    card = coerce_card(args.card or ds.name)  # a dataset without a bundled card: the error lists the cards there are
     model = Hydra(args.model)
     base = SentenceTransformer(modules=model.base_modules(), device=str(model.device))
     # the frozen base's corpus embeddings come from (and go to) the shared embedding cache; the head is applied

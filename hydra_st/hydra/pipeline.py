@@ -107,9 +107,10 @@ def train_model(
         dev_aggregate=lambda g: aggregate_gains(g, config.dev_aggregate),
     )
     summary = trainer.train(resume_from=resume_from)
-    if config.gated:  # after training and state selection: the gate follows each task's dev result
-        summary["gates"] = trainer.calibrate_gate(dev_gains(model, tasks, base_dev))
-        summary["gated_dev_gains"] = dev_gains(model, tasks, base_dev)
+    if config.gated:  # after state selection: the gate follows each task's dev gain in the kept state
+        # those gains were measured when the state was kept; only a resume that ran no dev step has to re-measure
+        trainer.calibrate_gate(trainer.best_dev_per_task or dev_gains(model, tasks, base_dev))
+        summary = trainer.summary()
     summary["base_dev"] = base_dev
     return model, summary
 

@@ -147,6 +147,7 @@ class HydraTrainer:
         self.global_step = 0
         self.history: list[dict[str, Any]] = []
         self.best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+        self.best_dev_per_task: dict[str, float] | None = None  # the per-task dev result of the kept state
 
     def _tensors(self, task: Any, prefs: Preferences) -> _TaskTensors:
         if list(prefs.query_ids) != list(task.train.ids):
@@ -308,6 +309,7 @@ class HydraTrainer:
         )
         if self.best is None or score > self.best[0]:
             self.best = (score, self.global_step, copy.deepcopy(self.head.state_dict()))
+            self.best_dev_per_task = per_task
             return True
         return False
 
