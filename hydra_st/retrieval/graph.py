@@ -173,9 +173,11 @@ class GraphSearcher:
         >>> docs = np.random.default_rng(0).normal(size=(200, 8)).astype("float32")
         >>> searcher = GraphSearcher(docs, build_neighbor_graph(docs, k=8, show_progress_bar=False),
         ...                          num_entry_points=20, ncandidates=8)
-        >>> res = searcher.search(torch.from_numpy(docs[3]), top_k=1)
-        >>> int(res.indices[0])
-        3
+        >>> query = torch.from_numpy(docs[3])
+        >>> res = searcher.search(query, top_k=5)
+        >>> exhaustive = np.argsort(-(docs @ docs[3]))[:5]
+        >>> bool((res.indices == exhaustive).all()), res.num_evaluations < len(docs)
+        (True, True)
     """
 
     def __init__(
