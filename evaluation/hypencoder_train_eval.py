@@ -32,12 +32,12 @@ sys.path.insert(0, str(ROOT))
 from hydra_st.data import load_dataset  # noqa: E402
 from hydra_st.evaluation import evaluate_run  # noqa: E402
 from hydra_st.hypencoder.model_card import save_with_card  # noqa: E402
-from hydra_st.hypencoder.training import (  # noqa: E402
-    HypencoderTrainingConfig,
+from hydra_st.hypencoder.training import HypencoderTrainingConfig, train_hypencoder  # noqa: E402
+from hydra_st.hypencoder.training_data import (  # noqa: E402
     TeacherExamples,
     build_teacher_examples,
     document_vectors,
-    train_hypencoder,
+    route_modules,
 )
 from hydra_st.hypencoder.validation import split_examples, validation_ndcg  # noqa: E402
 from hydra_st.retrieval import exhaustive_search, to_run  # noqa: E402
@@ -66,9 +66,9 @@ def evaluate_base(name: str, model) -> dict[str, float]:
     queries = ds.judged_queries
     qids = sorted(queries)
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
 
-    st = SentenceTransformer(modules=[model[0], Pooling(docs.shape[1], "mean"), Normalize()], device="cpu")
+    # The document route is the frozen base (Transformer -> mean Pooling -> Normalize) in every training mode.
+    st = SentenceTransformer(modules=route_modules(model, "document"), device="cpu")
     q = st.encode([queries[i].text for i in qids], convert_to_tensor=True, show_progress_bar=False)
     scores, idx = exhaustive_search(q, docs, top_k=100)
     return dict(evaluate_run(ds.qrels, to_run(qids, ds.doc_ids, scores, idx), metrics=METRICS).aggregate)
@@ -95,6 +95,12 @@ def main() -> int:
         action="store_false",
         help="keep the Hypencoder's skip vector fixed to MiniLM's query embedding (the first release's setting)",
     )
+    parser.add_argument(
+        "--train-query-encoder",
+        action="store_true",
+        help="both models also train a copy of MiniLM on the query side (documents stay frozen MiniLM, cached)",
+    )
+    parser.add_argument("--base-lr", type=float, default=2e-5, help="learning rate of the query transformer")
     parser.add_argument("--no-qrels", dest="use_qrels", action="store_false", help="teacher-only positives")
     parser.add_argument("--out", default=str(ROOT / "evaluation" / "results"))
     parser.add_argument("--model-out", default=str(ROOT / "models" / "hypencoder-minilm-l6"))
@@ -113,6 +119,10 @@ def main() -> int:
         in_batch_weight=args.in_batch_weight,
         seed=args.seed,
         learned_skip=args.learned_skip,
+        freeze_base=not args.train_query_encoder,
+        shared_transformer=not args.train_query_encoder,
+        query_side_only=args.train_query_encoder,
+        base_learning_rate=args.base_lr,
     )
     t0 = time.perf_counter()
     full = [
@@ -171,9 +181,10 @@ def main() -> int:
     out = Path(args.out)
     atomic_write_json(out / "hypencoder.json", results)
     atomic_write_text(out / "hypencoder.md", render(results))
-    for label, models in trained.items():  # frozen base: save hyper-head weights + a reference to the base id
+    for label, models in trained.items():
         for key, model in models.items():
-            model.reference_base(config.base_model)
+            if config.freeze_base:  # frozen base: save hyper-head weights + a reference to the base id
+                model.reference_base(config.base_model)
             run = results["models"][label]["runs"][key]
             card = {f"{n} nDCG@10 (test)": round(run["test"][n]["ndcg@10"], 4) for n in names}
             cfg = asdict(replace(config, datasets=key.split("+"), bi_encoder=label == "bi-encoder"))
@@ -190,7 +201,13 @@ def main() -> int:
 def render(results: dict) -> str:
     names = results["datasets"]
     lines = [
-        "# Hypencoder vs matched bi-encoder (frozen all-MiniLM-L6-v2)",
+        "# Hypencoder vs matched bi-encoder ("
+        + (
+            "all-MiniLM-L6-v2: query transformer trained, documents frozen"
+            if results["config"]["query_side_only"]
+            else "frozen all-MiniLM-L6-v2"
+        )
+        + ")",
         "",
         f"Produced by `python evaluation/hypencoder_train_eval.py {' '.join(sys.argv[1:])}` (see its docstring). "
         "Training: train "
@@ -242,7 +259,9 @@ def render(results: dict) -> str:
         f"Settings: steps {cfg['steps']}, batch {cfg['batch_size']} queries × (1 pos + "
         f"{cfg['num_negatives']} neg), lr {cfg['learning_rate']}, q-net hidden layers "
         f"{cfg['qnet_hidden_layers']} × width {cfg['qnet_width']}, label scale {cfg['label_scale']}, "
-        f"seed {cfg['seed']}. Wall time {results['wall_seconds']:.0f} s.",
+        f"seed {cfg['seed']}"
+        + (f", query transformer lr {cfg['base_learning_rate']}" if cfg["query_side_only"] else "")
+        + f". Wall time {results['wall_seconds']:.0f} s.",
         "",
     ]
     return "\n".join(lines)

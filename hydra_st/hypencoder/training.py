@@ -10,6 +10,9 @@ drawn from the candidates that are not relevant. No test qrels are read.
 Frozen base (default on CPU): document vectors come from the DenseTeacher cache (with a frozen base,
 Transformer -> mean Pooling -> Normalize *is* the teacher's embedding) and the query token states are computed once;
 only the hyper-head trains. Trainable base: queries and documents go through the transformer at every step.
+Query-side training (``query_side_only``, separate transformers): the query route's transformer trains with the
+hyper-head while the document route stays the frozen base, so documents still come from the cache and only the
+(short) queries go through a transformer at every step; this is affordable on a CPU.
 
 The matched bi-encoder (``bi_encoder=True``) uses the same base, data, head, steps and loss; only its q-net is
 ``[d, 1]`` (one generated vector plus the skip vector, scored by inner product), so it runs under faiss.
@@ -17,7 +20,6 @@ The matched bi-encoder (``bi_encoder=True``) uses the same base, data, head, ste
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -36,6 +38,15 @@ from tqdm.auto import tqdm
 from hydra_st.hypencoder.losses import hypencoder_loss
 from hydra_st.hypencoder.model import Hypencoder
 from hydra_st.hypencoder.qnet import QNetConverter
+from hydra_st.hypencoder.training_data import (
+    TeacherExamples,
+    build_teacher_examples,
+    document_vectors,
+    query_token_states,
+    query_transformer,
+    route_modules,
+    sample_batch,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +69,8 @@ class HypencoderTrainingConfig:
     learned_skip: bool = True
     freeze_base: bool = True
     shared_transformer: bool = True
+    # With freeze_base=False and shared_transformer=False: train the query transformer only (documents stay cached).
+    query_side_only: bool = False
     document_pooling: str = "mean"
     steps: int = 1500
     batch_size: int = 32
@@ -86,196 +99,19 @@ class HypencoderTrainingConfig:
         already is that learned linear term (a second one would make it the larger model of the pair)."""
         return self.learned_skip and self.linear_skip and not self.bi_encoder
 
+    def check(self) -> None:
+        """Raise a ValueError naming the fix for settings that contradict each other."""
+        if self.query_side_only and (self.freeze_base or self.shared_transformer):
+            raise ValueError(
+                "query_side_only trains the query route's own transformer: set freeze_base=False and "
+                "shared_transformer=False (a shared transformer would change the cached document vectors too)"
+            )
+
     def converter(self, hidden: int) -> QNetConverter:
         if self.bi_encoder:
             return QNetConverter([hidden, 1], linear_skip=self.linear_skip)
         width = self.qnet_width or hidden
         return QNetConverter([hidden] + [width] * self.qnet_hidden_layers + [1], linear_skip=self.linear_skip)
-
-
-@dataclass
-class TeacherExamples:
-    """Teacher candidates of one dataset's training queries (indices into ``doc_ids``)."""
-
-    name: str
-    doc_ids: list[str]
-    doc_texts: list[str]
-    query_ids: list[str]
-    query_texts: list[str]
-    candidates: list[np.ndarray]
-    teacher_scores: list[np.ndarray]
-    positives: list[np.ndarray]
-
-
-def build_teacher_examples(
-    name: str,
-    split: str = "train",
-    depth: int = 100,
-    rrf_k: float = 60.0,
-    label_scale: float = 20.0,
-    base_model: Any = None,
-    data_dir: str | None = None,
-    cache_dir: str | None = None,
-    max_queries: int | None = None,
-    show_progress_bar: bool = True,
-    use_qrels: bool = True,
-    num_pseudo_queries: int = 400,
-    pseudo_seed: int = 0,
-) -> TeacherExamples:
-    """RRF(BM25, dense) candidates and teacher scores for the ``split`` queries of dataset ``name``.
-
-    ``split="pseudo"`` makes ``num_pseudo_queries`` pseudo-queries from the corpus instead (titles or first
-    sentences, see :mod:`hydra_st.data.pseudo_queries`; their source document is their relevant document), for
-    collections without training queries; it reads no queries file and no qrels. The fused run is cached as JSON
-    under ``<cache dir>/hypencoder/teacher_runs/`` (atomic write).
-    """
-    from hydra_st.data import load_dataset, load_dataset_corpus
-    from hydra_st.data.pseudo_queries import pseudo_queries
-    from hydra_st.settings import DEFAULT_BASE_MODEL, resolve_cache_dir
-    from hydra_st.teachers import BM25Teacher, DenseTeacher, reciprocal_rank_fusion
-    from hydra_st.utils.hashing import fingerprint_texts
-    from hydra_st.utils.io import atomic_write_json
-
-    if split == "test":
-        raise ValueError("training never reads the test split; use split='train' (or 'dev' where it exists)")
-    if split == "pseudo":
-        corpus = load_dataset_corpus(name, data_dir)
-        n = num_pseudo_queries if max_queries is None else min(num_pseudo_queries, max_queries)
-        query_texts, source = pseudo_queries(corpus, n, seed=pseudo_seed)
-        relevant = {q: {d} for q, d in source.items()}
-        doc_ids, doc_texts = list(corpus), [doc.full_text for doc in corpus.values()]
-    else:
-        ds = load_dataset(name, split=split, data_dir=data_dir)
-        query_texts = {q: query.text for q, query in ds.judged_queries.items()}
-        relevant = {q: ds.relevant(q) for q in query_texts}
-        doc_ids, doc_texts = ds.doc_ids, ds.doc_texts
-    qids = sorted(query_texts)
-    if max_queries is not None:
-        qids = qids[:max_queries]
-    parts = [name, split, str(depth), str(rrf_k), str(base_model or DEFAULT_BASE_MODEL), *qids]
-    key = fingerprint_texts(parts, parts)
-    path = resolve_cache_dir(cache_dir) / "hypencoder" / "teacher_runs" / f"{name}-{split}-{key}.json"
-    if path.is_file():
-        fused = json.loads(path.read_text())
-    else:
-        texts = {q: query_texts[q] for q in qids}
-        bm25 = BM25Teacher().index(doc_ids, doc_texts).search(texts, top_k=depth)
-        dense = (
-            DenseTeacher(base_model or DEFAULT_BASE_MODEL, cache_dir=cache_dir, show_progress_bar=show_progress_bar)
-            .index(doc_ids, doc_texts)
-            .search(texts, top_k=depth)
-        )
-        fused = reciprocal_rank_fusion([bm25, dense], k=rrf_k, depth=depth, top_k=depth)
-        atomic_write_json(path, fused, indent=None)
-    position = {d: i for i, d in enumerate(doc_ids)}
-    bonus = label_scale / (rrf_k + 1.0)
-    ex = TeacherExamples(name, doc_ids, doc_texts, [], [], [], [], [])
-    for qid in qids:
-        run = fused.get(qid, {})
-        rel = relevant[qid] if use_qrels else set()
-        cand = [d for d in run]
-        extra = [d for d in rel if d not in run and d in position]
-        ids = cand + extra
-        if len(ids) < 2:
-            continue
-        scores = np.array([label_scale * run.get(d, 0.0) + (bonus if d in rel else 0.0) for d in ids], np.float32)
-        pos = np.array([i for i, d in enumerate(ids) if d in rel] or [0], dtype=np.int64)
-        ex.query_ids.append(qid)
-        ex.query_texts.append(query_texts[qid])
-        ex.candidates.append(np.array([position[d] for d in ids], dtype=np.int64))
-        ex.teacher_scores.append(scores)
-        ex.positives.append(pos)
-    return ex
-
-
-@torch.no_grad()
-def query_token_states(model: Hypencoder, texts: list[str], batch_size: int = 128) -> tuple[Tensor, Tensor]:
-    """Token states ``[n, T, h]`` and masks ``[n, T]`` of the query route's transformer (padded to one ``T``)."""
-    transformer = query_transformer(model)
-    states, masks = [], []
-    for start in range(0, len(texts), batch_size):
-        feats = transformer.preprocess(texts[start : start + batch_size])
-        feats = {k: v.to(model.device) if isinstance(v, Tensor) else v for k, v in feats.items()}
-        out = transformer(feats)
-        states.append(out["token_embeddings"].float().cpu())
-        masks.append(out["attention_mask"].cpu())
-    t_max = max(s.shape[1] for s in states)
-    states = [torch.nn.functional.pad(s, (0, 0, 0, t_max - s.shape[1])) for s in states]
-    masks = [torch.nn.functional.pad(m, (0, t_max - m.shape[1])) for m in masks]
-    return torch.cat(states), torch.cat(masks)
-
-
-def document_vectors(
-    model: Hypencoder, ex: TeacherExamples, cache_dir: str | None = None, show_progress_bar: bool = True
-) -> Tensor:
-    """Document vectors of a frozen model, from the shared DenseTeacher cache when they are the base's embeddings.
-
-    With a frozen shared transformer and a mean-pooling + normalising document route, the Hypencoder's document
-    vectors equal the base sentence-transformer's, so the cache the foundation's DenseTeacher keeps for the base is
-    reused (checked on a few documents). Otherwise the Hypencoder's own document route is encoded once and cached.
-    """
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
-
-    from hydra_st.teachers import DenseTeacher
-
-    doc_route = [m for m in model.modules() if isinstance(m, (Pooling, Normalize))]
-    if isinstance(model[0], query_transformer(model).__class__) and len(doc_route) == 2:
-        base = SentenceTransformer(modules=[model[0], *doc_route], device=str(model.device))
-        vecs = DenseTeacher(base, cache_dir=cache_dir, show_progress_bar=show_progress_bar).encode_corpus(
-            ex.doc_ids, ex.doc_texts
-        )
-        check = model.encode_document(ex.doc_texts[:4], convert_to_numpy=True)
-        if np.allclose(check, vecs[:4], atol=1e-4):
-            return torch.from_numpy(np.array(vecs))
-    teacher = DenseTeacher(model, cache_dir=cache_dir, show_progress_bar=show_progress_bar)
-    return torch.from_numpy(np.array(teacher.encode_corpus(ex.doc_ids, ex.doc_texts)))
-
-
-def query_transformer(model: Hypencoder) -> Any:
-    from sentence_transformers.sentence_transformer.modules import Router, Transformer
-
-    if isinstance(model[0], Transformer):
-        return model[0]
-    router: Any = next(m for m in model if isinstance(m, Router))
-    return router.sub_modules["query"][0]
-
-
-def _sample_batch(
-    examples: list[tuple[int, int]],
-    data: list[TeacherExamples],
-    batch_size: int,
-    num_neg: int,
-    rng: random.Random,
-    balance: bool = False,
-) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
-    """``(dataset, query, doc indices [1+n], teacher scores [1+n])`` for a random batch of queries.
-
-    With ``balance`` every query picks its dataset uniformly first, so a large dataset does not drown a small one.
-    """
-    batch = []
-    if balance:
-        picked: set[tuple[int, int]] = set()
-        usable = [d for d, ex in enumerate(data) if ex.query_ids]
-        while len(picked) < min(batch_size, len(examples)):
-            d = rng.choice(usable)
-            picked.add((d, rng.randrange(len(data[d].query_ids))))
-        chosen = sorted(picked)
-        rng.shuffle(chosen)
-    else:
-        chosen = rng.sample(examples, min(batch_size, len(examples)))
-    for ds_i, q_i in chosen:
-        ex = data[ds_i]
-        cand, scores, pos = ex.candidates[q_i], ex.teacher_scores[q_i], ex.positives[q_i]
-        p = int(rng.choice(list(pos)))
-        pos_set = set(pos.tolist())
-        neg_pool = [i for i in range(len(cand)) if i not in pos_set]
-        if not neg_pool:
-            continue
-        negs = rng.sample(neg_pool, num_neg) if len(neg_pool) >= num_neg else rng.choices(neg_pool, k=num_neg)
-        order = np.array([p, *negs])
-        batch.append((ds_i, q_i, cand[order], scores[order]))
-    return batch
 
 
 def train_hypencoder(
@@ -295,6 +131,7 @@ def train_hypencoder(
     stopping).
     """
 
+    config.check()
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     if model is None:
@@ -312,6 +149,15 @@ def train_hypencoder(
             learned_skip=config.uses_learned_skip,
         )
     model.freeze_transformer(config.freeze_base)
+    if config.query_side_only:
+        document_transformer = route_modules(model, "document")[0]
+        if document_transformer is query_transformer(model):
+            raise ValueError(
+                "query_side_only needs a transformer per route: build the model with "
+                "Hypencoder.from_base(..., shared_transformer=False)"
+            )
+        document_transformer.requires_grad_(False)
+    cached_docs = config.freeze_base or config.query_side_only
     if data is None:
         sources = [(n, config.split) for n in config.datasets] + [(n, "pseudo") for n in config.pseudo_query_datasets]
         data = [
@@ -333,9 +179,9 @@ def train_hypencoder(
         ]
     head = model.hyper_head
     converter = model.converter
-    if config.freeze_base:
-        # Frozen base: cached document vectors (DenseTeacher cache) and query token states computed once.
+    if cached_docs:  # frozen document route: cached document vectors (DenseTeacher cache)
         doc_vecs = [document_vectors(model, ex, config.cache_dir, show_progress_bar) for ex in data]
+    if config.freeze_base:  # frozen query route too: query token states computed once
         token_cache = [query_token_states(model, ex.query_texts) for ex in data]
         t_all = max(states.shape[1] for states, _ in token_cache)  # one padded length across datasets
         token_cache = [
@@ -345,7 +191,7 @@ def train_hypencoder(
     params = [p for p in head.parameters() if p.requires_grad]
     groups: list[dict[str, Any]] = [{"params": params, "lr": config.learning_rate}]
     if not config.freeze_base:
-        base_params = [p for t in model.transformers() for p in t.parameters()]
+        base_params = [p for t in model.transformers() for p in t.parameters() if p.requires_grad]
         groups.append({"params": base_params, "lr": config.base_learning_rate})
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps)))
@@ -364,7 +210,7 @@ def train_hypencoder(
     )
     running = None
     for step in bar:
-        batch = _sample_batch(
+        batch = sample_batch(
             examples, data, config.batch_size, config.num_negatives, rng, balance=config.balance_datasets
         )
         teacher_scores = torch.from_numpy(np.stack([b[3] for b in batch])).to(model.device)
@@ -375,12 +221,15 @@ def train_hypencoder(
                 tokens = torch.stack([token_cache[d][0][q, :t_max] for d, q in qs]).to(model.device)
                 mask = torch.stack([token_cache[d][1][q, :t_max] for d, q in qs]).to(model.device)
                 qnets = converter.pack(head.generate(tokens, mask))
-                docs = torch.stack([doc_vecs[b[0]][torch.from_numpy(b[2])] for b in batch]).to(model.device)
             else:
                 texts = [data[b[0]].query_texts[b[1]] for b in batch]
-                qnets = model({**_to(model.preprocess(texts), model.device), "task": "query"})["sentence_embedding"]
+                features = _to(model.preprocess(texts, task="query"), model.device)
+                qnets = model({**features, "task": "query"})["sentence_embedding"]
+            if cached_docs:
+                docs = torch.stack([doc_vecs[b[0]][torch.from_numpy(b[2])] for b in batch]).to(model.device)
+            else:
                 doc_texts = [data[b[0]].doc_texts[int(i)] for b in batch for i in b[2]]
-                enc = model({**_to(model.preprocess(doc_texts), model.device), "task": "document"})[
+                enc = model({**_to(model.preprocess(doc_texts, task="document"), model.device), "task": "document"})[
                     "sentence_embedding"
                 ]
                 docs = enc.view(len(batch), -1, enc.shape[-1])

@@ -18,7 +18,7 @@ import numpy as np
 from torch import Tensor
 
 from hydra_st.hypencoder.model import Hypencoder
-from hydra_st.hypencoder.training import TeacherExamples, document_vectors
+from hydra_st.hypencoder.training_data import TeacherExamples, document_vectors
 
 
 def validation_ndcg(

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from hydra_st.hypencoder import Hypencoder, QNetConverter
-from hydra_st.hypencoder.training import (
-    HypencoderTrainingConfig,
-    TeacherExamples,
-    build_teacher_examples,
-    query_token_states,
-    train_hypencoder,
-)
+from hydra_st.hypencoder.training import HypencoderTrainingConfig, train_hypencoder
+from hydra_st.hypencoder.training_data import TeacherExamples, build_teacher_examples, query_token_states
 
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = [f"document number {i} about topic {i % 5}" for i in range(40)]
 QUERIES = [f"topic {i % 5} question {i}" for i in range(12)]
 
@@ -61,6 +59,29 @@ def test_train_steps_change_head(tiny_st_model, tmp_path, freeze, bi):
     q = reloaded.encode_query(["topic 1"])
     assert reloaded.similarity(q, reloaded.encode_document(DOCS[:3])).shape == (1, 3)
     assert (tmp_path / "out" / "training_log.json").exists() and (tmp_path / "out" / "README.md").exists()
+
+
+def test_query_side_training_keeps_documents_frozen(tiny_st_model, tmp_path):
+    cfg = HypencoderTrainingConfig(steps=3, batch_size=4, num_negatives=3, freeze_base=False, shared_transformer=False,
+                                   query_side_only=True, qnet_width=8, warmup_steps=1, learning_rate=1e-2,
+                                   base_learning_rate=1e-2, cache_dir=str(tmp_path / "c"))  # fmt: skip
+    model = Hypencoder.from_base(tiny_st_model, converter=cfg.converter(32), shared_transformer=False)
+    docs_before = model.encode_document(DOCS[:5], convert_to_tensor=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model, _ = train_hypencoder(cfg, model=model, data=[synthetic_examples()], show_progress_bar=False)
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(before[k], v)}
+    assert any(k.startswith("0.sub_modules.query.0.") for k in changed)  # the query transformer trained
+    assert not any(k.startswith("0.sub_modules.document.") for k in changed)
+    assert torch.allclose(model.encode_document(DOCS[:5], convert_to_tensor=True), docs_before)
+
+
+def test_query_side_training_needs_separate_transformers(tiny_st_model):
+    with pytest.raises(ValueError, match="shared_transformer=False"):
+        train_hypencoder(HypencoderTrainingConfig(freeze_base=False, query_side_only=True), data=[])
+    cfg = HypencoderTrainingConfig(steps=1, freeze_base=False, shared_transformer=False, query_side_only=True)
+    shared = Hypencoder.from_base(tiny_st_model, converter=cfg.converter(32))
+    with pytest.raises(ValueError, match="a transformer per route"):
+        train_hypencoder(cfg, model=shared, data=[synthetic_examples()], show_progress_bar=False)
 
 
 def test_query_token_states_padding(tiny_st_model):
@@ -135,3 +156,20 @@ def test_teacher_examples_from_pseudo_queries_read_no_qrels(toy_dataset_dir, tin
         source = ex.doc_ids.index(qid.removeprefix("pseudo-"))
         assert [cand[p] for p in pos] == [source]  # the source document is the one positive
         assert scores[pos[0]] == scores.max()  # and gets the relevance bonus on top of its fused score
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        p
+        for p in sorted((ROOT / "training_recipes" / "hypencoder").glob("*.yaml"))
+        if not p.name.startswith("accelerate")
+    ],
+    ids=lambda p: p.name,
+)
+def test_recipes_are_valid_training_configs(recipe):
+    import yaml
+
+    values = yaml.safe_load(recipe.read_text())
+    config = HypencoderTrainingConfig(**values)  # a misspelt field raises a TypeError here
+    config.check()
