@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     qs.add_argument(
         "--loto", action="store_true", help="also train one leave-one-task-out hypernet per task (about 45 s each)"
     )
-    qs.add_argument("--seed", type=int, default=0)
+    qs.add_argument("--seed", type=int, default=0, help="seed of sampling, splits and initialisation (default 0)")
     qs.add_argument(
         "--no-gate",
         action="store_true",

@@ -28,8 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     enc.add_argument("--model", required=True, help="Hypencoder or sentence-transformer path/id")
     enc.add_argument("--dataset", required=True, help="dataset name or path")
     enc.add_argument("--output", required=True, help="store folder")
-    enc.add_argument("--batch-size", type=int, default=32)
-    enc.add_argument("--device", default="cpu")
+    enc.add_argument("--batch-size", type=int, default=32, help="documents per encode batch (default 32)")
+    enc.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     add_data_args(enc)
     enc.set_defaults(func=run_encode)
 
@@ -41,8 +41,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     graph.add_argument("--store", required=True, help="store folder written by `hydra-st encode`")
     graph.add_argument("--k", type=int, default=32, help="neighbours per document (default 32)")
-    graph.add_argument("--method", choices=["exact", "ivf", "hnsw"], default="exact")
-    graph.add_argument("--metric", choices=["ip", "l2"], default="ip")
+    graph.add_argument(
+        "--method",
+        choices=["exact", "ivf", "hnsw"],
+        default="exact",
+        help="how faiss finds the neighbours: exact (flat), or ivf / hnsw for large corpora (default exact)",
+    )
+    graph.add_argument(
+        "--metric", choices=["ip", "l2"], default="ip", help="neighbour metric over document vectors (default ip)"
+    )
     graph.add_argument(
         "--reverse-edges",
         type=int,
@@ -62,18 +69,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ret.add_argument("--model", required=True, help="model used to encode the queries")
     ret.add_argument("--store", required=True, help="store folder written by `hydra-st encode`")
     ret.add_argument("--dataset", required=True, help="dataset name or path (for queries and qrels)")
-    ret.add_argument("--split", default="test")
-    ret.add_argument("--mode", choices=["exhaustive", "graph", "faiss"], default="exhaustive")
-    ret.add_argument("--top-k", type=int, default=100)
-    ret.add_argument("--output-dir", required=True)
-    ret.add_argument("--entry-points", type=int, default=1024)
-    ret.add_argument("--ncandidates", type=int, default=64)
-    ret.add_argument("--max-iter", type=int, default=16)
-    ret.add_argument("--no-early-stop", action="store_true")
+    ret.add_argument("--split", default="test", help="queries and qrels split (default test)")
+    ret.add_argument(
+        "--mode",
+        choices=["exhaustive", "graph", "faiss"],
+        default="exhaustive",
+        help="exhaustive q-net scoring, q-net graph search (needs build-graph) or the faiss index of a bi-encoder "
+        "(needs build-graph --faiss; default exhaustive)",
+    )
+    ret.add_argument("--top-k", type=int, default=100, help="documents kept per query (default 100)")
+    ret.add_argument("--output-dir", required=True, help="where the TREC run and the metrics JSON go")
+    ret.add_argument(
+        "--entry-points", type=int, default=1024, help="graph search: random starting documents (default 1024)"
+    )
+    ret.add_argument(
+        "--ncandidates", type=int, default=64, help="graph search: best documents expanded per round (default 64)"
+    )
+    ret.add_argument("--max-iter", type=int, default=16, help="graph search: maximum rounds (default 16)")
+    ret.add_argument("--no-early-stop", action="store_true", help="graph search: always run --max-iter rounds")
     ret.add_argument("--patience", type=int, default=1, help="rounds that may add nothing before graph search stops")
     ret.add_argument("--chunk-size", type=int, default=None, help="documents per exhaustive chunk")
-    ret.add_argument("--device", default="cpu")
-    ret.add_argument("--metrics", nargs="+", default=None)
+    ret.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    ret.add_argument(
+        "--metrics",
+        nargs="+",
+        default=None,
+        help="metrics to report, e.g. ndcg@10 recall@100 (default: ndcg@10 mrr@10 recall@100 map)",
+    )
     add_data_args(ret)
     ret.set_defaults(func=run_retrieve)
 
