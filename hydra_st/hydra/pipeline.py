@@ -32,8 +32,8 @@ class PipelineConfig:
 
     Args:
         tasks: Dataset names (folders under the data dir) to train and evaluate on.
-        out_dim: Head output dimension (384 with an identity-initialised W0: measured, a 256-d head loses up to
-            1.3 nDCG@10 points on nfcorpus; see evaluation/results/hydra.md).
+        out_dim: Head output dimension (384 with an identity-initialised W0: measured, a PCA-initialised 256-d
+            head is below the base model on 4-6 of 8 tasks; see evaluation/results/hydra_findings.md).
         rank: Rank of the card-dependent update.
         n_pseudo: Pseudo-queries per task without a train split.
         preferences: Pair sampling.

@@ -41,6 +41,8 @@ class PreferenceConfig:
         depth: Depth of each teacher run that takes part in the fusion.
         mode: ``"top_vs_rest"`` or ``"random"`` (random ordered pairs in the top 30; for ablations).
         seed: Seed of the pair sampling.
+        confidence_weighted: Weight each pair by the teachers' agreement times its rank-gap factor; ``False``
+            gives every sampled pair weight 1 (for ablations).
     """
 
     candidates: int = 50
@@ -52,6 +54,7 @@ class PreferenceConfig:
     depth: int = 100
     mode: str = "top_vs_rest"
     seed: int = 0
+    confidence_weighted: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in ("top_vs_rest", "random"):
@@ -64,7 +67,12 @@ class PreferenceConfig:
             raise ValueError(f"pairs_per_query must be >= 1, got {self.pairs_per_query}")
 
     def key(self) -> str:
-        return hashlib.blake2b(repr(sorted(asdict(self).items())).encode(), digest_size=8).hexdigest()
+        """Cache key of the settings (``confidence_weighted`` counts only when off, so that preference caches
+        written before the option existed stay valid)."""
+        fields = asdict(self)
+        if fields["confidence_weighted"]:
+            del fields["confidence_weighted"]
+        return hashlib.blake2b(repr(sorted(fields.items())).encode(), digest_size=8).hexdigest()
 
 
 @dataclass
@@ -156,7 +164,7 @@ def build_preferences(
                 votes.append(1.0 if ri < rj else 0.5 if ri == rj else 0.0)
             gap = min(1.0, (j - i) / config.gap_scale)
             pairs[row, slot] = (i, j)
-            conf[row, slot] = float(np.mean(votes)) * gap
+            conf[row, slot] = float(np.mean(votes)) * gap if config.confidence_weighted else 1.0
     return Preferences(list(query_ids), cand, tscore, pairs, conf)
 
 

@@ -41,6 +41,15 @@ def test_confidence_reflects_teacher_agreement():
     assert prefs.confidence[0].mean() > prefs.confidence[1].mean()
 
 
+def test_unweighted_pairs_get_weight_one_and_keep_their_cache_key():
+    bm25, dense = runs()
+    cfg = PreferenceConfig(candidates=40, pairs_per_query=8, confidence_weighted=False)
+    prefs = build_preferences(["q0", "q2"], [bm25, dense], DOCS, cfg)
+    weighted = build_preferences(["q0", "q2"], [bm25, dense], DOCS, PreferenceConfig(candidates=40, pairs_per_query=8))
+    assert (prefs.confidence == 1).all() and np.array_equal(prefs.pairs, weighted.pairs)
+    assert cfg.key() != PreferenceConfig(candidates=40, pairs_per_query=8).key()
+
+
 def test_random_mode_and_bad_configs():
     bm25, dense = runs(1)
     prefs = build_preferences(["q0"], [bm25, dense], DOCS, PreferenceConfig(mode="random", pairs_per_query=5))
