@@ -106,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "```",
         "",
+        "## Findings",
+        "",
+        "Across seeds and ablations (hand-written, from `hydra_eval.py --seed` repeats and `hydra_ablation.py`): "
+        "[hydra_findings.md](hydra_findings.md).",
+        "",
     ]
     results_dir = Path(args.results)
     atomic_write_text(results_dir / "hydra.md", "\n".join(md))
