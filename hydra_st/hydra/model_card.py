@@ -68,10 +68,14 @@ results = mteb.evaluate(HydraMTEBWrapper(model), mteb.get_tasks(tasks=["SciFact"
 
 ## Limitations
 
-The hypernetwork was trained on a handful of tasks, so a card for a very different task gets a head close to
-the generic one. Scores were measured on small BEIR-format collections on CPU; see the table above for the
-exact numbers, including where Hydra does not beat its base model or teacher.
+{limitations}
 """
+
+_GENERIC_LIMITATIONS = (
+    "The hypernetwork was trained on a handful of tasks, so a card for a very different task gets a head close to\n"
+    "the generic one. Scores were measured on small BEIR-format collections on CPU; see the table above for the\n"
+    "exact numbers, including where Hydra does not beat its base model or teacher."
+)
 
 
 _GATE_NOTE = """
@@ -104,17 +108,60 @@ def base_model_id(model: Any, path: str | os.PathLike[str] | None = None) -> str
     return DEFAULT_BASE_MODEL
 
 
+def measured_limitations(results: dict[str, dict[str, dict[str, float]]], metric: str = "ndcg@10") -> str:
+    """The card's limitations, stated from an evaluation (``{task: {system: {metric: value}}}``, as the pipeline's
+    :func:`~hydra_st.hydra.evaluate.evaluate_task` returns per task).
+
+    Example:
+        >>> r = {"a": {"base": {"ndcg@10": 0.5}, "hydra": {"ndcg@10": 0.52}, "rrf_teacher": {"ndcg@10": 0.6}}}
+        >>> measured_limitations(r).splitlines()[1]
+        '- No task is below the base model.'
+    """
+    tasks = list(results)
+    name = metric.replace("ndcg", "nDCG")
+
+    def mean(system: str) -> float:
+        return sum(results[t][system][metric] for t in tasks) / len(tasks)
+
+    base, hydra = mean("base"), mean("hydra")
+    parts = [
+        f"Measured on the {len(tasks)} task{'s' if len(tasks) != 1 else ''} above (test split, {name}, one training "
+        f"run): Hydra's mean is {hydra:.4f} against the base model's {base:.4f} ({hydra - base:+.4f})"
+    ]
+    if all("rrf_teacher" in results[t] for t in tasks):
+        parts[0] += f"; the RRF teacher it was distilled from reaches {mean('rrf_teacher'):.4f}"
+    below = [t for t in tasks if results[t]["hydra"][metric] < results[t]["base"][metric]]
+    parts.append(f"Below the base model on: {', '.join(below)}" if below else "No task is below the base model")
+    if all("hydra_loto" in results[t] for t in tasks):
+        loto = mean("hydra_loto")
+        where = "about the base model" if abs(loto - base) < 0.005 else "above" if loto > base else "below"
+        parts.append(
+            f"Given the card of a task it was not trained on (leave-one-task-out), the mean is {loto:.4f} "
+            f"({loto - base:+.4f}): on a new task, expect {where}"
+            + (" the base model" if where in ("above", "below") else "")
+        )
+    parts.append(
+        "The hypernetwork was trained on a handful of small BEIR-format collections, and gains of a few thousandths "
+        "are within the spread between training seeds (the hydra_st repository measures it in "
+        "`evaluation/results/hydra_findings.md`), so compare against the base model on your own task before "
+        "relying on the head"
+    )
+    return "\n".join(f"- {part}." for part in parts)
+
+
 def write_model_card(
     model: Any,
     path: str | os.PathLike[str],
     model_name: str | None = None,
     training: str | None = None,
     evaluation: str | None = None,
+    limitations: str | None = None,
 ) -> str:
     """Render the README for ``model`` into ``path``/README.md and return its text.
 
     ``training`` and ``evaluation`` default to the contents of ``hydra_training.json`` and ``hydra_results.md``
-    in ``path`` when those exist (the trainer and the quickstart write them).
+    in ``path`` when those exist (the trainer and the quickstart write them); ``limitations`` to a generic
+    paragraph (the pipeline passes :func:`measured_limitations` of its evaluation).
     """
     from hydra_st.utils.io import atomic_write_text
 
@@ -142,6 +189,7 @@ def write_model_card(
         gate=_GATE_NOTE if getattr(head, "gated", False) else "",
         training=training,
         evaluation=evaluation,
+        limitations=limitations or _GENERIC_LIMITATIONS,
     )
     atomic_write_text(path / "README.md", text)
     return text

@@ -158,9 +158,9 @@ def run_pipeline(
         | {"steps": summary["steps"], "best_dev": summary["best_dev"]},
     )
     atomic_write_text(model_dir / "hydra_results.md", md + "\n")
-    from .model_card import write_model_card
+    from .model_card import measured_limitations, write_model_card
 
-    write_model_card(model, model_dir, model_name="hydra-minilm-l6")
+    write_model_card(model, model_dir, model_name="hydra-minilm-l6", limitations=measured_limitations(results))
     cards_dir = model_dir / "cards"
     for t in tasks:
         t.card.save(cards_dir / f"{t.name}.yaml")

@@ -121,3 +121,18 @@ def test_card_keeps_the_base_model_id_across_save_and_load(tiny_hydra, tmp_path)
     assert base_model_id(tiny_hydra, first) == "someone/base-encoder"  # read back from the card of the first save
     text = write_model_card(tiny_hydra, first, model_name="again")
     assert "base_model: someone/base-encoder" in text and "HydraMTEBWrapper" in text
+
+
+def test_card_states_its_measured_limitations(tiny_hydra, tmp_path):
+    from hydra_st.hydra.model_card import measured_limitations, write_model_card
+
+    def scores(base, hydra, loto):
+        return {"base": {"ndcg@10": base}, "hydra": {"ndcg@10": hydra}, "hydra_loto": {"ndcg@10": loto}}
+
+    results = {"a": scores(0.50, 0.52, 0.49), "b": scores(0.40, 0.39, 0.38)}
+    text = write_model_card(tiny_hydra, tmp_path, limitations=measured_limitations(results))
+    limitations = text.split("## Limitations")[1]
+    assert "0.4550 against the base model's 0.4500 (+0.0050)" in limitations
+    assert "Below the base model on: b." in limitations
+    assert "the mean is 0.4350 (-0.0150): on a new task, expect below the base model." in limitations
+    assert "handful of tasks" in write_model_card(tiny_hydra, tmp_path / "plain").split("## Limitations")[1]
