@@ -63,7 +63,7 @@ or the CLI `hydra-st encode / build-graph / retrieve --mode exhaustive|graph`.
 
 ## Evaluation
 
-{evaluation}
+{evaluation}{limitations}
 
 ## Citation
 
@@ -71,13 +71,46 @@ Killingback, Zeng, Zamani. *Hypencoder: Hypernetworks for Information Retrieval.
 """
 
 
+def comparison_table(comparison: dict[str, dict[str, float]], trained_on: list[str] | None = None) -> str:
+    """A Markdown table ``dataset x system`` (``{dataset: {system: nDCG@10}}``), out-of-domain rows marked.
+
+    Example:
+        >>> print(comparison_table({"scifact": {"this model": 0.71, "zero-shot base": 0.65}}, ["scifact"]))
+        | dataset (nDCG@10, test) | this model | zero-shot base |
+        |---|---|---|
+        | scifact | 0.7100 | 0.6500 |
+    """
+    systems = list(dict.fromkeys(name for row in comparison.values() for name in row))
+    lines = [
+        "| dataset (nDCG@10, test) | " + " | ".join(systems) + " |",
+        "|---|" + "---|" * len(systems),
+    ]
+    for dataset, row in comparison.items():
+        label = dataset if trained_on is None or dataset in trained_on else f"{dataset} (not trained on)"
+        lines.append(f"| {label} | " + " | ".join(f"{row[s]:.4f}" if s in row else "–" for s in systems) + " |")
+    return "\n".join(lines)
+
+
 def render_model_card(
     model: Any,
     model_id: str = "path/to/model",
     config: dict[str, Any] | None = None,
     results: dict[str, Any] | None = None,
+    comparison: dict[str, dict[str, float]] | None = None,
+    limitations: str | None = None,
 ) -> str:
-    """The README text of a Hypencoder."""
+    """The README text of a Hypencoder.
+
+    Args:
+        model: The Hypencoder.
+        model_id: Hub id or path shown in the usage snippet.
+        config: Training settings (a table under "Training").
+        results: ``{label: value}`` rows, used when there is no ``comparison``.
+        comparison: ``{dataset: {system: nDCG@10}}``, e.g. this model beside its matched bi-encoder and the
+            zero-shot base, so a reader can tell a gain from a loss; datasets outside ``config["datasets"]`` are
+            marked as not trained on.
+        limitations: Text of a "Limitations" section (omitted when ``None``).
+    """
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
 
     conv = model.converter
@@ -102,7 +135,9 @@ def render_model_card(
         )
     else:
         training = "Untrained or converted checkpoint."
-    if results:
+    if comparison:
+        evaluation = comparison_table(comparison, config.get("datasets"))
+    elif results:
         rows = "\n".join(f"| {k} | {v} |" for k, v in results.items())
         evaluation = "| dataset / metric | value |\n|---|---|\n" + rows
     else:
@@ -126,6 +161,7 @@ def render_model_card(
         model_id=model_id,
         training=training,
         evaluation=evaluation,
+        limitations=f"\n\n## Limitations\n\n{limitations}" if limitations else "",
     )
 
 
@@ -135,15 +171,19 @@ def save_with_card(
     model_id: str | None = None,
     config: dict[str, Any] | None = None,
     results: dict[str, Any] | None = None,
+    comparison: dict[str, dict[str, float]] | None = None,
+    limitations: str | None = None,
 ) -> None:
-    """``model.save`` followed by the Hypencoder README (and the training config as JSON)."""
+    """``model.save`` followed by the Hypencoder README (and the training config as JSON); the card's arguments are
+    those of :func:`render_model_card`."""
     output_path = Path(output_path)
     model.save(str(output_path))
     if config:
         atomic_write_json(output_path / "training_config.json", config)
-    if results:
-        atomic_write_json(output_path / "results.json", results)
-    text = render_model_card(model, model_id or output_path.name, config, results)
+    recorded = {**(results or {}), **({"comparison": comparison} if comparison else {})}
+    if recorded:
+        atomic_write_json(output_path / "results.json", recorded)
+    text = render_model_card(model, model_id or output_path.name, config, results, comparison, limitations)
     atomic_write_text(output_path / "README.md", text)
 
 

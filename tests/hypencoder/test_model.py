@@ -158,6 +158,17 @@ def test_model_card(hyp, tmp_path):
     assert json.loads((tmp_path / "card" / "results.json").read_text()) == {"x": 1}
 
 
+def test_model_card_compares_with_the_matched_model_and_states_limitations(hyp, tmp_path):
+    comparison = {"scifact": {"this model": 0.71, "bi-encoder": 0.69}, "nfcorpus": {"this model": 0.27}}
+    save_with_card(hyp, tmp_path / "card", config={"datasets": ["scifact"]}, comparison=comparison,
+                   limitations="- Below the base model on nfcorpus.")  # fmt: skip
+    text = (tmp_path / "card" / "README.md").read_text()
+    assert "| scifact | 0.7100 | 0.6900 |" in text and "| nfcorpus (not trained on) | 0.2700 | – |" in text
+    assert "## Limitations\n\n- Below the base model on nfcorpus." in text
+    assert json.loads((tmp_path / "card" / "results.json").read_text()) == {"comparison": comparison}
+    assert "## Limitations" not in render_model_card(hyp)
+
+
 def test_base_reference_saves_no_transformer_weights(tiny_st_model, tiny_st_model_dir, tmp_path):
     model = Hypencoder.from_base(tiny_st_model, converter=QNetConverter([32, 8, 1], linear_skip=True))
     with pytest.raises(ValueError, match="freeze"):
