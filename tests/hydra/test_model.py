@@ -134,5 +134,5 @@ def test_card_states_its_measured_limitations(tiny_hydra, tmp_path):
     limitations = text.split("## Limitations")[1]
     assert "0.4550 against the base model's 0.4500 (+0.0050)" in limitations
     assert "Below the base model on: b." in limitations
-    assert "the mean is 0.4350 (-0.0150): on a new task, expect below the base model." in limitations
+    assert "the mean is 0.4350 (-0.0150): on a new task, expect less than the base model's score." in limitations
     assert "handful of tasks" in write_model_card(tiny_hydra, tmp_path / "plain").split("## Limitations")[1]
