@@ -298,6 +298,8 @@ class BaseModelReference(Transformer):
     """
 
     reference_file = "base_model_reference.json"
+    # It encodes exactly as the Transformer it refers to, so embedding caches keyed by model fingerprint are shared.
+    fingerprint_name = "Transformer"
     base_model_id: str
 
     @classmethod

@@ -146,8 +146,8 @@ def document_vectors(
     from hydra_st.teachers import DenseTeacher
 
     doc_route = route_modules(model, "document")
-    kinds = [type(m) for m in doc_route]
-    if kinds == [Transformer, Pooling, Normalize] and not any(p.requires_grad for p in doc_route[0].parameters()):
+    kinds = (Transformer, Pooling, Normalize)  # the base sentence-transformer's modules: its cache (checked below)
+    if len(doc_route) == 3 and all(isinstance(m, kind) for m, kind in zip(doc_route, kinds, strict=True)):
         base = SentenceTransformer(modules=doc_route, device=str(model.device))
         vecs = DenseTeacher(base, cache_dir=cache_dir, show_progress_bar=show_progress_bar).encode_corpus(
             ex.doc_ids, ex.doc_texts

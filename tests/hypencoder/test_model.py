@@ -188,3 +188,15 @@ def test_base_reference_saves_no_transformer_weights(tiny_st_model, tiny_st_mode
     ref.write_text(json.dumps(info))
     with pytest.raises(ValueError, match="fingerprint mismatch"):
         Hypencoder(str(tmp_path / "ref"))
+
+
+def test_base_reference_shares_the_base_models_embedding_cache_key(tiny_st_model):
+    from sentence_transformers import SentenceTransformer
+
+    from hydra_st.hypencoder.modules import BaseModelReference
+    from hydra_st.utils.hashing import fingerprint_model
+
+    ref = BaseModelReference.from_transformer(tiny_st_model[0], "org/tiny")
+    referenced = SentenceTransformer(modules=[ref, *list(tiny_st_model)[1:]], device="cpu")
+    # same weights, same encoding: a loaded Hypencoder reuses the base's cached corpus embeddings
+    assert fingerprint_model(referenced) == fingerprint_model(tiny_st_model)
