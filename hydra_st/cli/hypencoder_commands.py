@@ -141,9 +141,16 @@ def run_encode(args: argparse.Namespace) -> int:
         else load_dataset(args.dataset, data_dir=args.data_dir)
     )
     model = load_model(args.model, args.device)
-    emb = model.encode_document(
-        ds.doc_texts, batch_size=args.batch_size, convert_to_numpy=True, show_progress_bar=True
-    )
+    if getattr(type(model), "_is_hypencoder", False):
+        from hydra_st.hypencoder.training_data import TeacherExamples, document_vectors
+
+        # a frozen-base Hypencoder's document vectors are the base's embeddings: reuse the embedding cache
+        corpus = TeacherExamples(ds.name, ds.doc_ids, ds.doc_texts, [], [], [], [], [])
+        emb = document_vectors(model, corpus, cache_dir=args.cache_dir).numpy()
+    else:
+        emb = model.encode_document(
+            ds.doc_texts, batch_size=args.batch_size, convert_to_numpy=True, show_progress_bar=True
+        )
     EmbeddingStore(args.output).save(emb, ds.doc_ids, meta={"model": args.model, "dataset": ds.name})
     print(f"encoded {len(ds.doc_ids)} documents ({emb.shape[1]}-d) into {args.output}")
     return 0

@@ -138,7 +138,8 @@ def document_vectors(
 
     With a frozen shared transformer and a mean-pooling + normalising document route, the Hypencoder's document
     vectors equal the base sentence-transformer's, so the cache the foundation's DenseTeacher keeps for the base is
-    reused (checked on a few documents). Otherwise the Hypencoder's own document route is encoded once and cached.
+    reused (checked on a few documents). Otherwise the Hypencoder's own document route is encoded once and cached
+    (or, when it does not normalise its vectors, encoded without a cache).
     """
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
@@ -155,6 +156,8 @@ def document_vectors(
         check = model.encode_document(ex.doc_texts[:4], convert_to_numpy=True)
         if np.allclose(check, vecs[:4], atol=1e-4):
             return torch.from_numpy(np.array(vecs))
+    if not any(isinstance(m, Normalize) for m in doc_route):  # the DenseTeacher cache holds normalised vectors
+        return model.encode_document(ex.doc_texts, convert_to_tensor=True, show_progress_bar=show_progress_bar).cpu()
     teacher = DenseTeacher(model, cache_dir=cache_dir, show_progress_bar=show_progress_bar)
     return torch.from_numpy(np.array(teacher.encode_corpus(ex.doc_ids, ex.doc_texts)))
 

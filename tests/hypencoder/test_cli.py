@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from hydra_st.cli.main import main
@@ -17,6 +18,12 @@ def test_cli_end_to_end(tiny_st_model, beir_data_dir, tmp_path):
     store = tmp_path / "store"
     data = ["--data-dir", str(beir_data_dir)]
     assert main(["encode", "--model", str(model_dir), "--dataset", "adi", "--output", str(store), *data]) == 0
+    from hydra_st.data import load_dataset
+    from hydra_st.retrieval import EmbeddingStore
+
+    stored = EmbeddingStore(store).load_embeddings(mmap=False)
+    expected = Hypencoder(str(model_dir)).encode_document(load_dataset("adi", data_dir=str(beir_data_dir)).doc_texts)
+    assert np.allclose(stored, expected, atol=1e-5)  # from the embedding cache or not, the model's own vectors
     assert main(["build-graph", "--store", str(store), "--k", "8", "--faiss", "flat"]) == 0
     summaries = {}
     for mode in ("exhaustive", "graph", "faiss"):
