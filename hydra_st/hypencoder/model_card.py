@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -185,8 +184,3 @@ def save_with_card(
         atomic_write_json(output_path / "results.json", recorded)
     text = render_model_card(model, model_id or output_path.name, config, results, comparison, limitations)
     atomic_write_text(output_path / "README.md", text)
-
-
-def load_results(path: str | Path) -> dict[str, Any]:
-    p = Path(path) / "results.json"
-    return json.loads(p.read_text()) if p.exists() else {}
