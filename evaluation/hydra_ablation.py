@@ -10,8 +10,10 @@ corpus embeddings are cached)::
 
     python evaluation/hydra_ablation.py                          # all variants, seeds 0,1,2, all eight tasks
     python evaluation/hydra_ablation.py --variants default,no_gate --seeds 0 --tasks scifact,nfcorpus
+    python evaluation/hydra_ablation.py --variants default,one_shared_card,no_gate --loto --name hydra_ablation_loto
 
-Writes ``evaluation/results/hydra_ablation.{md,json}``.
+``--loto`` also trains one hypernet per held-out task on the others and scores the held-out task with its own
+(variant) card: 9× the training. Writes ``evaluation/results/<name>.{md,json}`` (``hydra_ablation`` by default).
 """
 
 from __future__ import annotations
@@ -84,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default=",".join(ALL_TASKS))
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"any of {', '.join(VARIANTS)}")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--results", default=str(RESULTS), help="where hydra_ablation.md / .json are written")
+    parser.add_argument("--results", default=str(RESULTS), help="folder of the <name>.md / .json results")
+    parser.add_argument("--name", default="hydra_ablation", help="file name of the results (default hydra_ablation)")
+    parser.add_argument("--loto", action="store_true", help="also measure leave-one-task-out per variant")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     names = [v for v in args.variants.split(",") if v]
@@ -120,13 +124,24 @@ def main(argv: list[str] | None = None) -> int:
                 "best_dev": summary.get("best_dev"),
                 "seconds": time.perf_counter() - start,
             }
+            if args.loto:
+                entry["runs"][str(seed)]["loto_ndcg@10"] = {
+                    t.name: leave_one_out_score(base, run_tasks, t, config, show) for t in run_tasks
+                }
             print(f"seed {seed} {name}: mean {statistics.fmean(scores.values()):.4f}", flush=True)
     results["wall_seconds"] = time.perf_counter() - t0
     md = render(results, argv if argv is not None else sys.argv[1:])
-    atomic_write_json(f"{args.results}/hydra_ablation.json", results)
-    atomic_write_text(f"{args.results}/hydra_ablation.md", md)
+    atomic_write_json(f"{args.results}/{args.name}.json", results)
+    atomic_write_text(f"{args.results}/{args.name}.md", md)
     print(md)
     return 0
+
+
+def leave_one_out_score(base: Any, tasks: list[Any], held_out: Any, config: PipelineConfig, show: bool) -> float:
+    """Test nDCG@10 on ``held_out`` of a hypernet trained on the other tasks, given ``held_out``'s card."""
+    others = [t for t in tasks if t.name != held_out.name]
+    model, _ = train_model(base, others, config, show_progress_bar=show)
+    return evaluate_task(held_out, model, {}, systems=("hydra",))["hydra"]["ndcg@10"]
 
 
 def render(results: dict[str, Any], argv: list[str]) -> str:
@@ -173,6 +188,24 @@ def render(results: dict[str, Any], argv: list[str]) -> str:
             f"{statistics.fmean(entry['runs'][str(s)]['ndcg@10'][t] for s in seeds) - base[t]:+.4f}" for t in tasks
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    with_loto = [n for n, e in results["variants"].items() if all("loto_ndcg@10" in r for r in e["runs"].values())]
+    if with_loto:
+        lines += [
+            "",
+            "Leave-one-task-out: per held-out task, a hypernet trained on the other tasks, given the held-out task's "
+            "(variant) card; test nDCG@10 − base:",
+            "",
+            "| variant | LOTO mean − base (mean ± sd over seeds) | per seed | " + " | ".join(tasks) + " |",
+            "|---|---|---|" + "---|" * len(tasks),
+        ]
+        for name in with_loto:
+            runs = results["variants"][name]["runs"]
+            per_seed = [statistics.fmean(runs[str(s)]["loto_ndcg@10"].values()) - base_mean for s in seeds]
+            cells = [
+                f"{statistics.fmean(runs[str(s)]['loto_ndcg@10'][t] for s in seeds) - base[t]:+.4f}" for t in tasks
+            ]
+            seed_cells = " / ".join(f"{v:+.4f}" for v in per_seed)
+            lines.append(f"| {name} | {fmt(per_seed)} | {seed_cells} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
