@@ -34,7 +34,6 @@ from hydra_st.evaluation import evaluate_run  # noqa: E402
 from hydra_st.hypencoder.model_card import save_with_card  # noqa: E402
 from hydra_st.hypencoder.training import HypencoderTrainingConfig, train_hypencoder  # noqa: E402
 from hydra_st.hypencoder.training_data import (  # noqa: E402
-    TeacherExamples,
     build_teacher_examples,
     document_vectors,
     route_modules,
@@ -48,8 +47,7 @@ METRICS = ("ndcg@10", "recall@100", "mrr@10")
 
 def evaluate_model(model, name: str, split: str = "test") -> dict[str, float]:
     ds = load_dataset(name, split=split)
-    ex = TeacherExamples(name, ds.doc_ids, ds.doc_texts, [], [], [], [], [])
-    docs = document_vectors(model, ex, show_progress_bar=False)
+    docs = document_vectors(model, ds.doc_ids, ds.doc_texts, show_progress_bar=False)
     queries = ds.judged_queries
     qids = sorted(queries)
     q = model.encode_query([queries[i].text for i in qids], convert_to_tensor=True, show_progress_bar=False)
@@ -61,8 +59,7 @@ def evaluate_model(model, name: str, split: str = "test") -> dict[str, float]:
 def evaluate_base(name: str, model) -> dict[str, float]:
     """Frozen MiniLM (cosine) with the same cached document vectors: the starting point of both students."""
     ds = load_dataset(name, split="test")
-    ex = TeacherExamples(name, ds.doc_ids, ds.doc_texts, [], [], [], [], [])
-    docs = document_vectors(model, ex, show_progress_bar=False)
+    docs = document_vectors(model, ds.doc_ids, ds.doc_texts, show_progress_bar=False)
     queries = ds.judged_queries
     qids = sorted(queries)
     from sentence_transformers import SentenceTransformer

@@ -142,11 +142,10 @@ def run_encode(args: argparse.Namespace) -> int:
     )
     model = load_model(args.model, args.device)
     if getattr(type(model), "_is_hypencoder", False):
-        from hydra_st.hypencoder.training_data import TeacherExamples, document_vectors
+        from hydra_st.hypencoder.training_data import document_vectors
 
         # a frozen-base Hypencoder's document vectors are the base's embeddings: reuse the embedding cache
-        corpus = TeacherExamples(ds.name, ds.doc_ids, ds.doc_texts, [], [], [], [], [])
-        emb = document_vectors(model, corpus, cache_dir=args.cache_dir).numpy()
+        emb = document_vectors(model, ds.doc_ids, ds.doc_texts, cache_dir=args.cache_dir).numpy()
     else:
         emb = model.encode_document(
             ds.doc_texts, batch_size=args.batch_size, convert_to_numpy=True, show_progress_bar=True

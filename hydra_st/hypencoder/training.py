@@ -180,7 +180,9 @@ def train_hypencoder(
     head = model.hyper_head
     converter = model.converter
     if cached_docs:  # frozen document route: cached document vectors (DenseTeacher cache)
-        doc_vecs = [document_vectors(model, ex, config.cache_dir, show_progress_bar) for ex in data]
+        doc_vecs = [
+            document_vectors(model, ex.doc_ids, ex.doc_texts, config.cache_dir, show_progress_bar) for ex in data
+        ]
     if config.freeze_base:  # frozen query route too: query token states computed once
         token_cache = [query_token_states(model, ex.query_texts) for ex in data]
         t_all = max(states.shape[1] for states, _ in token_cache)  # one padded length across datasets

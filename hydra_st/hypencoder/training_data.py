@@ -132,7 +132,11 @@ def query_token_states(model: Hypencoder, texts: list[str], batch_size: int = 12
 
 
 def document_vectors(
-    model: Hypencoder, ex: TeacherExamples, cache_dir: str | None = None, show_progress_bar: bool = True
+    model: Hypencoder,
+    doc_ids: list[str],
+    doc_texts: list[str],
+    cache_dir: str | None = None,
+    show_progress_bar: bool = True,
 ) -> Tensor:
     """Document vectors of a frozen model, from the shared DenseTeacher cache when they are the base's embeddings.
 
@@ -151,15 +155,15 @@ def document_vectors(
     if len(doc_route) == 3 and all(isinstance(m, kind) for m, kind in zip(doc_route, kinds, strict=True)):
         base = SentenceTransformer(modules=doc_route, device=str(model.device))
         vecs = DenseTeacher(base, cache_dir=cache_dir, show_progress_bar=show_progress_bar).encode_corpus(
-            ex.doc_ids, ex.doc_texts
+            doc_ids, doc_texts
         )
-        check = model.encode_document(ex.doc_texts[:4], convert_to_numpy=True)
+        check = model.encode_document(doc_texts[:4], convert_to_numpy=True)
         if np.allclose(check, vecs[:4], atol=1e-4):
             return torch.from_numpy(np.array(vecs))
     if not any(isinstance(m, Normalize) for m in doc_route):  # the DenseTeacher cache holds normalised vectors
-        return model.encode_document(ex.doc_texts, convert_to_tensor=True, show_progress_bar=show_progress_bar).cpu()
+        return model.encode_document(doc_texts, convert_to_tensor=True, show_progress_bar=show_progress_bar).cpu()
     teacher = DenseTeacher(model, cache_dir=cache_dir, show_progress_bar=show_progress_bar)
-    return torch.from_numpy(np.array(teacher.encode_corpus(ex.doc_ids, ex.doc_texts)))
+    return torch.from_numpy(np.array(teacher.encode_corpus(doc_ids, doc_texts)))
 
 
 def route_modules(model: Hypencoder, route: str) -> list[Any]:

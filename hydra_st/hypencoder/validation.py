@@ -36,7 +36,9 @@ def validation_ndcg(
 
     def score(model: Hypencoder) -> float:
         if not doc_vectors:
-            doc_vectors.extend(document_vectors(model, ex, show_progress_bar=False) for ex in data)
+            doc_vectors.extend(
+                document_vectors(model, ex.doc_ids, ex.doc_texts, show_progress_bar=False) for ex in data
+            )
         values = []
         for ex, rels, docs in zip(data, qrels, doc_vectors, strict=True):
             q = model.encode_query(ex.query_texts, convert_to_tensor=True, show_progress_bar=False)

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from hydra_st.data.beir import Document
 from hydra_st.utils.imports import require
 
 from .exhaustive import exhaustive_search, to_run
@@ -35,13 +36,13 @@ from beir.retrieval.search.base import BaseSearch  # noqa: E402
 
 
 def beir_document_text(doc: Mapping[str, str]) -> str:
-    """BEIR's document text: ``title + " " + text``, stripped (the same as ``Document.full_text``).
+    """BEIR's document text: ``title + " " + text``, stripped (this package's ``Document.full_text``).
 
     Example:
         >>> beir_document_text({"title": "Rain", "text": "Water condenses."})
         'Rain Water condenses.'
     """
-    return f"{doc.get('title') or ''} {doc.get('text') or ''}".strip()
+    return Document("", doc.get("title") or "", doc.get("text") or "").full_text
 
 
 class ModelSearch(BaseSearch):

@@ -179,6 +179,7 @@ def test_document_vectors_keep_an_unnormalised_document_route_unnormalised(tiny_
     from hydra_st.hypencoder.training_data import document_vectors
 
     model = Hypencoder.from_base(tiny_st_model, converter=QNetConverter([32, 1]), normalize_documents=False)
-    vecs = document_vectors(model, synthetic_examples(), cache_dir=str(tmp_path), show_progress_bar=False)
+    vecs = document_vectors(model, [f"d{i}" for i in range(len(DOCS))], DOCS, cache_dir=str(tmp_path),
+                            show_progress_bar=False)  # fmt: skip
     assert torch.allclose(vecs, model.encode_document(DOCS, convert_to_tensor=True), atol=1e-5)
     assert not torch.allclose(vecs.norm(dim=1), torch.ones(len(DOCS)))
