@@ -136,7 +136,7 @@ def calibrate_gate(generator: ProjectionHeadGenerator, conds: torch.Tensor, open
         >>> gen = ProjectionHeadGenerator(in_dim=4, out_dim=4, cond_dim=3, rank=1, gated=True)
         >>> conds = torch.eye(3)[:2]
         >>> calibrate_gate(gen, conds, torch.tensor([True, False]))
-        >>> [round(float(gen(c)["gate"]), 3) for c in conds]
+        >>> [round(float(gen(c)["gate"].detach()), 3) for c in conds]
         [1.0, 0.0]
     """
     if not generator.gated:
