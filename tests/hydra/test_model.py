@@ -136,3 +136,15 @@ def test_card_states_its_measured_limitations(tiny_hydra, tmp_path):
     assert "Below the base model on: b." in limitations
     assert "the mean is 0.4350 (-0.0150): on a new task, expect less than the base model's score." in limitations
     assert "handful of tasks" in write_model_card(tiny_hydra, tmp_path / "plain").split("## Limitations")[1]
+
+
+def test_published_model_carries_the_current_remote_code():
+    from pathlib import Path
+
+    from hydra_st.hydra.modules import REMOTE_FILES
+
+    root = Path(__file__).resolve().parents[2]
+    package = root / "hydra_st" / "hydra"
+    published = root / "models" / "hydra-minilm-l6"
+    for copied, source in REMOTE_FILES.items():  # what Hydra.save writes beside the weights
+        assert (published / copied).read_text() == (package / source).read_text(), f"re-save or copy {copied}"
