@@ -345,6 +345,8 @@ class HydraTrainer:
             "trainable_parameters": self.head.trainable_parameter_count(),
             "generated_parameters_per_head": self.head.generator.generated_parameter_count(),
             "gates": next((h["gates"] for h in reversed(self.history) if "gates" in h), None),
+            # the per-task dev gains the gates were calibrated on (why each gate is open or closed)
+            "gated_dev_gains": next((h["gate_dev_gains"] for h in reversed(self.history) if "gates" in h), None),
         }
 
     # ------------------------------------------------------------------ checkpoints

@@ -67,6 +67,7 @@ def test_trainer_leaves_the_gate_alone_then_calibrates_it(tiny_st_model, tmp_pat
     gates = trainer.calibrate_gate({"alpha": 0.01, "beta": 0.0})  # beta did not gain on dev: closed
     assert gates["alpha"] == 1.0 and gates["beta"] < 1e-6
     assert trainer.summary()["gates"] == gates
+    assert trainer.summary()["gated_dev_gains"] == {"alpha": 0.01, "beta": 0.0}
     # a closed task ranks exactly as the base model does (dev gain 0), an open one keeps its trained head
     assert dev_gains(model, [b], base_dev_scores([b]))["beta"] == pytest.approx(0.0, abs=1e-9)
 
