@@ -1,0 +1,67 @@
+"""The supervised head ceiling script (evaluation/hydra_head_ceiling.py) on a synthetic task."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def ceiling():
+    spec = importlib.util.spec_from_file_location(
+        "hydra_head_ceiling", REPO_ROOT / "evaluation" / "hydra_head_ceiling.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _normalised(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_judged_queries_and_training_lower_the_loss(ceiling):
+    rng = np.random.default_rng(0)
+    docs = _normalised(rng.normal(size=(60, 8)))
+    queries = _normalised(rng.normal(size=(10, 8)))
+    doc_ids = [f"d{i}" for i in range(60)]
+    qrels = {f"q{i}": {f"d{i}": 2, f"d{i + 10}": 1, f"d{i + 20}": 0} for i in range(10)}
+    qrels["q9"] = {"d-missing": 1}  # a query whose only relevant document is not in the corpus is left out
+    judged = ceiling.JudgedQueries(queries, [f"q{i}" for i in range(10)], qrels, docs, doc_ids)
+    assert judged.queries.shape == (9, 8)
+    assert judged.pair_weight.tolist() == [2.0, 1.0] * 9  # grade-0 judgments are not positives
+    # a relevant document is never one of its own query's negatives
+    for pair, doc in zip(judged.pair_query.tolist(), judged.pair_doc.tolist(), strict=True):
+        valid = judged.negatives[pair][judged.negative_mask[pair]]
+        assert doc not in valid.tolist()
+    heads = list(ceiling.train_head([judged], steps=30, eval_every=10, lr=1e-2))
+    assert [step for step, _ in heads] == [0, 10, 20, 30]
+    assert torch.count_nonzero(heads[0][1]) == 0  # step 0 is the base model
+    losses = [float(judged.loss(a)) for _, a in heads]
+    assert losses[-1] < losses[0]
+
+
+def test_judged_queries_refuses_a_task_without_usable_judgments(ceiling):
+    docs = _normalised(np.eye(4))
+    with pytest.raises(ValueError, match="no judged query"):
+        ceiling.JudgedQueries(docs[:1], ["q"], {"q": {"zz": 1}}, docs, ["a", "b", "c", "d"])
+
+
+def test_summarise_picks_per_task_and_common_steps(ceiling):
+    rows = {
+        "a": {
+            s: {0: 0.5, 5: 0.6, 10: 0.55} for s in ("cross_fitted_by_step", "transfer_by_step", "memorised_by_step")
+        },
+        "b": {
+            s: {0: 0.4, 5: 0.39, 10: 0.45} for s in ("cross_fitted_by_step", "transfer_by_step", "memorised_by_step")
+        },
+    }
+    summary = ceiling.summarise(rows)["transfer"]
+    assert summary["per_task_best"] == {"a": {"step": 5, "ndcg@10": 0.6}, "b": {"step": 10, "ndcg@10": 0.45}}
+    assert summary["common_step"] == 10 and summary["common_step_mean"] == pytest.approx(0.5)
+    assert summary["per_task_best_mean"] == pytest.approx(0.525)
