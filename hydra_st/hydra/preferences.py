@@ -7,6 +7,13 @@ random pairs inside the top 30 are mostly pairs of non-relevant documents (see t
 gets a confidence in ``[0, 1]``: the share of the teachers that order the two documents the same way as the
 fusion, times a rank-gap factor ``min(1, (rank_j - rank_i) / gap_scale)``. Everything is deterministic under
 ``seed``. Only training queries are used; test judgments are never read here.
+
+With ``judged_positives`` (for tasks with a train split, whose training queries carry *train* qrels), the judged
+relevance is one more, certain teacher: a query's judged-relevant documents go to the top of its candidate list (by
+grade, then fused rank; also those the fusion missed), a pair is only drawn where the preferred document's grade is
+above the other's or neither is judged, and a pair a judgment decides has teacher agreement 1. This applies only to
+queries with at most ``top_n`` judged documents, which fit on the preferred side: a query with more (nfcorpus's train
+queries have 43 on average, all of grade 1) marks a topic, not a top, and keeps the teachers' pairs.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ class PreferenceConfig:
         seed: Seed of the pair sampling.
         confidence_weighted: Weight each pair by the teachers' agreement times its rank-gap factor; ``False``
             gives every sampled pair weight 1 (for ablations).
+        judged_positives: Use the training queries' judgments (train qrels, where the task has them) as a
+            certain teacher on top of the fusion (see the module docstring).
     """
 
     candidates: int = 50
@@ -55,6 +64,7 @@ class PreferenceConfig:
     mode: str = "top_vs_rest"
     seed: int = 0
     confidence_weighted: bool = True
+    judged_positives: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in ("top_vs_rest", "random"):
@@ -67,11 +77,13 @@ class PreferenceConfig:
             raise ValueError(f"pairs_per_query must be >= 1, got {self.pairs_per_query}")
 
     def key(self) -> str:
-        """Cache key of the settings (``confidence_weighted`` counts only when off, so that preference caches
-        written before the option existed stay valid)."""
+        """Cache key of the settings (``confidence_weighted`` counts only when off and ``judged_positives`` only
+        when on, so that preference caches written before those options existed stay valid)."""
         fields = asdict(self)
         if fields["confidence_weighted"]:
             del fields["confidence_weighted"]
+        if not fields["judged_positives"]:
+            del fields["judged_positives"]
         return hashlib.blake2b(repr(sorted(fields.items())).encode(), digest_size=8).hexdigest()
 
 
@@ -115,8 +127,12 @@ def build_preferences(
     runs: list[dict[str, dict[str, float]]],
     doc_ids: list[str],
     config: PreferenceConfig = PreferenceConfig(),
+    judged: dict[str, dict[str, int]] | None = None,
 ) -> Preferences:
     """Turn teacher runs (BM25, dense, ...) into candidates and confidence-weighted pairs.
+
+    ``judged`` (``{query_id: {doc_id: grade}}``, training judgments only) is used when
+    ``config.judged_positives`` is on.
 
     Example:
         >>> bm25 = {"q": {f"d{i}": 20.0 - i for i in range(20)}}
@@ -136,14 +152,23 @@ def build_preferences(
     tscore = np.zeros((nq, k), dtype=np.float32)
     pairs = np.zeros((nq, p, 2), dtype=np.int64)
     conf = np.zeros((nq, p), dtype=np.float32)
+    use_judged = config.judged_positives and judged is not None
     for row, qid in enumerate(query_ids):
-        order = ranked(fused.get(qid, {}))[:k]
-        unknown = [d for d in order if d not in row_of]
+        order = ranked(fused.get(qid, {}))
+        unknown = [d for d in order[:k] if d not in row_of]
         if unknown:
             raise KeyError(f"teacher run for query {qid!r} names documents not in the corpus, e.g. {unknown[0]!r}")
+        grade = {d: g for d, g in (judged or {}).get(qid, {}).items() if g > 0 and d in row_of} if use_judged else {}
+        if len(grade) > config.top_n:  # more judged documents than preferred slots: a topic, not a top; teachers only
+            grade = {}
+        if grade:  # judged documents first (by grade, then fused rank, then id for the ones the fusion missed)
+            fused_rank = {d: r for r, d in enumerate(order)}
+            top = sorted(grade, key=lambda d: (-grade[d], fused_rank.get(d, len(order)), d))
+            order = top + [d for d in order if d not in grade]
+        order = order[:k]
         n = len(order)
         cand[row, :n] = [row_of[d] for d in order]
-        tscore[row, :n] = [fused[qid][d] for d in order]
+        tscore[row, :n] = [fused.get(qid, {}).get(d, 0.0) for d in order]
         if n <= config.hard_lo:
             continue
         if config.mode == "top_vs_rest":
@@ -151,6 +176,11 @@ def build_preferences(
         else:
             top = min(30, n)
             options = [(i, j) for i in range(top) for j in range(i + 1, top)]
+        if grade:  # a judgment never says "prefer this one" against a document judged at least as relevant
+            level = [grade.get(d, 0) for d in order]
+            options = [(i, j) for i, j in options if level[i] > level[j] or level[i] == level[j] == 0]
+            if not options:
+                continue
         seed = int.from_bytes(hashlib.blake2b(f"{config.seed}:{qid}".encode(), digest_size=8).digest(), "little")
         rng = np.random.default_rng(seed)
         chosen = rng.choice(len(options), size=min(p, len(options)), replace=False)
@@ -162,6 +192,8 @@ def build_preferences(
                 ri = ranks[qid].get(di, config.depth)
                 rj = ranks[qid].get(dj, config.depth)
                 votes.append(1.0 if ri < rj else 0.5 if ri == rj else 0.0)
+            if grade.get(di, 0) > grade.get(dj, 0):  # decided by a judgment: certain
+                votes = [1.0]
             gap = min(1.0, (j - i) / config.gap_scale)
             pairs[row, slot] = (i, j)
             conf[row, slot] = float(np.mean(votes)) * gap if config.confidence_weighted else 1.0
@@ -185,6 +217,9 @@ def task_preferences(
     qs = getattr(task, split)
     corpus_key = fingerprint_texts(task.doc_ids, task.doc_texts)
     key = fingerprint_texts(qs.ids, qs.texts) + corpus_key + config.key()
+    judged = qs.qrels if config.judged_positives and qs.qrels else None
+    if judged is not None:  # the judgments are part of what the preferences are made from
+        key += fingerprint_texts(sorted(judged), [repr(sorted(judged[q].items())) for q in sorted(judged)])
     path = resolve_cache_dir(cache_dir) / "hydra" / "preferences" / f"{task.name}-{split}-{key}.safetensors"
     if path.is_file():
         try:
@@ -201,6 +236,6 @@ def task_preferences(
     bm25 = bm25_factory().index(task.doc_ids, task.doc_texts)
     bm25_run = bm25.search(qs.as_dict(), top_k=config.depth)
     dense = dense_run(qs.embeddings, qs.ids, task.doc_embeddings, task.doc_ids, top_k=config.depth)
-    prefs = build_preferences(qs.ids, [bm25_run, dense], task.doc_ids, config)
+    prefs = build_preferences(qs.ids, [bm25_run, dense], task.doc_ids, config, judged)
     atomic_save_safetensors(path, prefs.to_tensors(), metadata={"task": task.name, "split": split})
     return prefs

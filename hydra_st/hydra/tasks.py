@@ -3,9 +3,10 @@
 For each task (a dataset under the data dir) this assembles:
 
 * **evaluation queries**: the judged queries of the ``test`` split, with their qrels (read only by evaluation);
-* **training queries**: the ``train`` split's queries where the dataset has one (scifact, nfcorpus); otherwise
-  *pseudo-queries* made from the corpus (see :func:`pseudo_queries`). A query that is evaluated on is never
-  trained on: train-split queries are disjoint from test queries, and pseudo-queries are document texts;
+* **training queries**: the ``train`` split's queries where the dataset has one (scifact, nfcorpus), with their
+  *train* qrels (read only when preferences use ``judged_positives``); otherwise *pseudo-queries* made from the
+  corpus (see :func:`pseudo_queries`), without judgments. A query that is evaluated on is never trained on:
+  train-split queries are disjoint from test queries, and pseudo-queries are document texts;
 * **dev queries** for early stopping: nfcorpus's ``dev`` split; for scifact a deterministic 10% of its train
   queries (held out of training, judged by the *train* qrels); for the others held-out pseudo-queries whose
   source document is the one relevant answer;
@@ -134,6 +135,7 @@ def build_task(
             for qid, q in judged.items():
                 (dev_q if stable_fraction(qid, seed) < dev_fraction else train_q)[qid] = q.text
             dev_qrels = {q: train_ds.qrels[q] for q in dev_q}
+        train_qrels = {q: train_ds.qrels[q] for q in train_q if q in train_ds.qrels}
         source = "train split"
     else:
         # the corpus alone: training never opens qrels/test.tsv
@@ -145,6 +147,7 @@ def build_task(
         train_q = {q: pq[q] for q in ids[:n_train]}
         dev_q = {q: pq[q] for q in ids[n_train:]}
         dev_qrels = {q: {src[q]: 1} for q in dev_q}
+        train_qrels = {}
         source = f"{len(train_q)} pseudo-queries (title or first sentence of seeded-random documents)"
     if test_ds is not None:
         overlap = set(train_q) & set(test_ds.judged_queries)
@@ -167,7 +170,7 @@ def build_task(
         doc_ids=doc_ids,
         doc_texts=doc_texts,
         doc_embeddings=doc_emb,
-        train=qset(train_q, {}),
+        train=qset(train_q, train_qrels),
         dev=qset(dev_q, dev_qrels),
         test=test,
         train_source=source,

@@ -50,6 +50,29 @@ def test_unweighted_pairs_get_weight_one_and_keep_their_cache_key():
     assert cfg.key() != PreferenceConfig(candidates=40, pairs_per_query=8).key()
 
 
+def test_judged_positives_go_on_top_with_certain_pairs():
+    bm25, dense = runs()
+    fused_only = build_preferences(["q2"], [bm25, dense], DOCS, PreferenceConfig(candidates=40, pairs_per_query=8))
+    missed = next(d for d in DOCS if DOCS.index(d) not in fused_only.candidates[0])  # outside the fused top 40
+    judged = {"q2": {missed: 2, "d7": 1, "d8": 0}, "q0": {f"d{i}": 1 for i in range(5)}}
+    cfg = PreferenceConfig(candidates=40, pairs_per_query=8, judged_positives=True)
+    prefs = build_preferences(["q2", "q0"], [bm25, dense], DOCS, cfg, judged)
+    # q2: the judged documents lead, by grade (grade 0 is not a positive), even one below the fused top 40
+    assert [DOCS[i] for i in prefs.candidates[0, :2]] == [missed, "d7"]
+    # a pair whose preferred side is judged (and the other not) is certain: its weight is the rank-gap factor alone
+    preferred, other = prefs.pairs[0, :, 0], prefs.pairs[0, :, 1]
+    decided = preferred < 2
+    gap_factor = np.minimum(1.0, (other - preferred) / cfg.gap_scale)
+    assert decided.any() and np.allclose(prefs.confidence[0][decided], gap_factor[decided])
+    # q0 has more judged documents (5) than preferred slots (top_n = 3): teachers only, as without judgments
+    plain_config = PreferenceConfig(candidates=40, pairs_per_query=8)
+    plain = build_preferences(["q2", "q0"], [bm25, dense], DOCS, plain_config)
+    assert np.array_equal(prefs.candidates[1], plain.candidates[1]) and np.array_equal(prefs.pairs[1], plain.pairs[1])
+    # with the option off, judgments change nothing; the cache key differs only when it is on
+    assert np.array_equal(build_preferences(["q2"], [bm25, dense], DOCS, plain_config, judged).pairs, fused_only.pairs)
+    assert cfg.key() != plain_config.key()
+
+
 def test_random_mode_and_bad_configs():
     bm25, dense = runs(1)
     prefs = build_preferences(["q0"], [bm25, dense], DOCS, PreferenceConfig(mode="random", pairs_per_query=5))
@@ -82,3 +105,28 @@ def test_dense_run_and_pseudo_queries():
         pseudo_query("", "the effect of heat on steel plates. more text here") == "the effect of heat on steel plates."
     )
     assert pseudo_query("", "too short") is None
+
+
+def test_task_preferences_read_train_judgments_only_when_asked(tmp_path):
+    from hydra_st.hydra.preferences import task_preferences
+    from tests.hydra.test_trainer import make_task
+
+    task, _ = make_task("alpha", 0)
+    task.train.qrels = {q: {task.doc_ids[i]: 1} for i, q in enumerate(task.train.ids)}  # query i's document is i
+
+    class DenseAsLexical:  # stands in for the BM25 teacher: a second copy of the dense run
+        def index(self, doc_ids, doc_texts):
+            return self
+
+        def search(self, queries, top_k):
+            return dense_run(task.train.embeddings, task.train.ids, task.doc_embeddings, task.doc_ids, top_k)
+
+    plain_config = PreferenceConfig(candidates=30, pairs_per_query=8)
+    judged_config = PreferenceConfig(candidates=30, pairs_per_query=8, judged_positives=True)
+    plain = task_preferences(task, DenseAsLexical, plain_config, tmp_path)
+    judged = task_preferences(task, DenseAsLexical, judged_config, tmp_path)
+    assert (judged.candidates[:, 0] == np.arange(len(task.train))).all()  # each query's judged document leads
+    assert not np.array_equal(plain.candidates, judged.candidates)
+    assert len(list((tmp_path / "hydra" / "preferences").glob("*.safetensors"))) == 2  # cached apart
+    again = task_preferences(task, DenseAsLexical, judged_config, tmp_path)
+    assert np.array_equal(again.pairs, judged.pairs) and np.array_equal(again.confidence, judged.confidence)
