@@ -306,6 +306,9 @@ def render(results: dict) -> str:
         + (f", query transformer lr {cfg['base_learning_rate']}" if cfg["query_side_only"] else "")
         + f". Wall time {results['wall_seconds']:.0f} s.",
         "",
+        "Seed repeats, further nfcorpus levers and design notes (hand-written, kept across re-runs): "
+        "[hypencoder_findings.md](hypencoder_findings.md).",
+        "",
     ]
     return "\n".join(lines)
 
