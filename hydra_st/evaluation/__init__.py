@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from hydra_st.evaluation.metrics import DEFAULT_METRICS, EvaluationResult, evaluate_run, parse_metric
+from hydra_st.evaluation.metrics import (
+    DEFAULT_METRICS,
+    EvaluationResult,
+    evaluate_run,
+    parse_metric,
+    split_by_train_overlap,
+)
 from hydra_st.evaluation.runs import RunFormatError, read_trec_run, write_trec_run
 from hydra_st.evaluation.tables import format_table
 
@@ -14,5 +20,6 @@ __all__ = [
     "format_table",
     "parse_metric",
     "read_trec_run",
+    "split_by_train_overlap",
     "write_trec_run",
 ]
