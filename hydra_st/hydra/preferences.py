@@ -163,8 +163,8 @@ def build_preferences(
             grade = {}
         if grade:  # judged documents first (by grade, then fused rank, then id for the ones the fusion missed)
             fused_rank = {d: r for r, d in enumerate(order)}
-            top = sorted(grade, key=lambda d: (-grade[d], fused_rank.get(d, len(order)), d))
-            order = top + [d for d in order if d not in grade]
+            judged_first = sorted(grade, key=lambda d: (-grade[d], fused_rank.get(d, len(order)), d))
+            order = judged_first + [d for d in order if d not in grade]
         order = order[:k]
         n = len(order)
         cand[row, :n] = [row_of[d] for d in order]
