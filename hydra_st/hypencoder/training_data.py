@@ -100,7 +100,8 @@ def build_teacher_examples(
         run = fused.get(qid, {})
         rel = relevant[qid] if use_qrels else set()
         cand = [d for d in run]
-        extra = [d for d in rel if d not in run and d in position]
+        # sorted: a set's order changes with the process's hash seed, and with it the sampled positives
+        extra = sorted(d for d in rel if d not in run and d in position)
         ids = cand + extra
         if len(ids) < 2:
             continue

@@ -117,6 +117,34 @@ def test_teacher_examples_on_real_train_split(beir_data_dir):
         assert len(set(cand.tolist())) == len(cand)
 
 
+@pytest.mark.integration
+def test_teacher_examples_do_not_depend_on_the_hash_seed(beir_data_dir, tmp_path):
+    """Judged documents the fused run missed are appended in a fixed order, not in a set's hash-seed-dependent
+    one, so two processes sample the same positives (nfcorpus: 43 judged documents per train query)."""
+    import os
+    import subprocess
+    import sys
+
+    from hydra_st.data import load_dataset
+    from hydra_st.hub.offline import load_base_model
+    from hydra_st.teachers import DenseTeacher
+
+    train = load_dataset("nfcorpus", split="train")
+    if not DenseTeacher(load_base_model()).cache_path(train.doc_ids, train.doc_texts).is_file():
+        pytest.skip("nfcorpus MiniLM embeddings not cached; set HYDRA_ST_CACHE_DIR to the shared cache")
+    script = (
+        "from hydra_st.hypencoder.training_data import build_teacher_examples\n"
+        "ex = build_teacher_examples('nfcorpus', max_queries=4, depth=20, show_progress_bar=False)\n"
+        "print([c.tolist() for c in ex.candidates])\n"
+    )
+    outputs = []
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+        outputs.append(done.stdout.strip().splitlines()[-1])
+    assert outputs[0] == outputs[1]
+
+
 def test_split_and_early_stopping_restores_best(tiny_st_model):
     from hydra_st.hypencoder.validation import split_examples
 
