@@ -259,7 +259,7 @@ def card_summary(results: dict, label: str, key: str) -> tuple[dict[str, dict[st
             )
     lines.append(
         "- The gap to the matched model moves with the training seed (seed repeats in the hydra_st repository's "
-        "`evaluation/results/hypencoder.md`)."
+        "`evaluation/results/hypencoder_findings.md`)."
     )
     return comparison, "\n".join(lines)
 
