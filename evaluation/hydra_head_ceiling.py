@@ -130,8 +130,14 @@ def _judged(task, rows: list[int]) -> JudgedQueries:
     return JudgedQueries(test.embeddings[rows], ids, test.qrels, task.doc_embeddings, task.doc_ids)
 
 
-def task_ceiling(task, others: list, steps: int, eval_every: int, lr: float, seed: int) -> dict:
-    """Cross-fitted, memorised and transferred (trained on the ``others``) nDCG@10 of one task, by step."""
+def task_ceiling(
+    task, all_judged: dict[str, JudgedQueries], steps: int, eval_every: int, lr: float, seed: int
+) -> dict:
+    """Cross-fitted, memorised and transferred nDCG@10 of one task, by step.
+
+    ``all_judged`` holds every task's judged test queries, built once: this task's for the memorised head, the
+    others' for the transferred one.
+    """
     everything = list(range(len(task.test)))
     halves = [[i for i in everything if (stable_fraction(task.test.ids[i], seed) < 0.5) == (h == 0)] for h in (0, 1)]
 
@@ -140,10 +146,9 @@ def task_ceiling(task, others: list, steps: int, eval_every: int, lr: float, see
 
     crossed = [curve([_judged(task, halves[h])], halves[1 - h]) for h in (0, 1)]
     cross = {s: _ndcg({**crossed[0][s], **crossed[1][s]}) for s in crossed[0]}
-    memorised = {s: _ndcg(pq) for s, pq in curve([_judged(task, everything)], everything).items()}
-    transfer = {
-        s: _ndcg(pq) for s, pq in curve([_judged(t, list(range(len(t.test)))) for t in others], everything).items()
-    }
+    memorised = {s: _ndcg(pq) for s, pq in curve([all_judged[task.name]], everything).items()}
+    others = [judged for name, judged in all_judged.items() if name != task.name]
+    transfer = {s: _ndcg(pq) for s, pq in curve(others, everything).items()}
     return {
         "queries": len(task.test),
         "base": cross[0],
@@ -245,10 +250,10 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     tasks = load_tasks(args.tasks.split(","), load_base_model(), show_progress_bar=not args.no_progress)
+    all_judged = {t.name: _judged(t, list(range(len(t.test)))) for t in tasks}
     rows = {}
     for task in tqdm(tasks, desc="head ceilings", disable=args.no_progress):
-        others = [t for t in tasks if t.name != task.name]
-        rows[task.name] = task_ceiling(task, others, args.steps, args.eval_every, args.lr, args.seed)
+        rows[task.name] = task_ceiling(task, all_judged, args.steps, args.eval_every, args.lr, args.seed)
     results = {
         "tasks": rows,
         "summary": summarise(rows),

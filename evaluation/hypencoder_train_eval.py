@@ -18,6 +18,7 @@ Writes ``evaluation/results/hypencoder.{md,json}`` and saves the Hypencoder to `
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -45,8 +46,19 @@ from hydra_st.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
 
 
+@functools.cache
+def dataset(name: str, split: str):
+    """One split of ``name``, read once per run: every model is scored on the same test split, and held-out
+    selection and the pool split read the same train qrels."""
+    return load_dataset(name, split=split)
+
+
+def train_qrels(name: str) -> dict[str, dict[str, int]]:
+    return dataset(name, "train").qrels
+
+
 def evaluate_model(model, name: str, split: str = "test") -> dict[str, float]:
-    ds = load_dataset(name, split=split)
+    ds = dataset(name, split)
     docs = document_vectors(model, ds.doc_ids, ds.doc_texts, show_progress_bar=False)
     queries = ds.judged_queries
     qids = sorted(queries)
@@ -61,7 +73,7 @@ def _metrics(name: str, qrels: dict, run: dict) -> dict[str, float]:
     result = evaluate_run(qrels, run, metrics=METRICS)
     metrics = dict(result.aggregate)
     if "train" in available_splits(name):
-        groups = split_by_train_overlap(qrels, load_dataset(name, split="train").qrels)
+        groups = split_by_train_overlap(qrels, train_qrels(name))
         for label, group in zip(("train_pool", "new_pool"), groups, strict=True):
             if group:
                 metrics[f"ndcg@10/{label}"] = sum(result.per_query[q]["ndcg@10"] for q in group) / len(group)
@@ -71,7 +83,7 @@ def _metrics(name: str, qrels: dict, run: dict) -> dict[str, float]:
 
 def evaluate_base(name: str, model) -> dict[str, float]:
     """Frozen MiniLM (cosine) with the same cached document vectors: the starting point of both students."""
-    ds = load_dataset(name, split="test")
+    ds = dataset(name, "test")
     docs = document_vectors(model, ds.doc_ids, ds.doc_texts, show_progress_bar=False)
     queries = ds.judged_queries
     qids = sorted(queries)
@@ -143,10 +155,10 @@ def main() -> int:
     splits = [split_examples(ex, args.val_fraction, seed=args.seed) for ex in full]
     data = [tr for tr, _ in splits]
     val = [va for _, va in splits]
-    val_qrels = []
-    for name, va in zip(names, val, strict=True):
-        train_qrels = load_dataset(name, split="train").qrels
-        val_qrels.append({q: train_qrels[q] for q in va.query_ids if q in train_qrels})
+    val_qrels = [
+        {q: train_qrels(name)[q] for q in va.query_ids if q in train_qrels(name)}
+        for name, va in zip(names, val, strict=True)
+    ]
     groups = [[n] for n in names] if args.per_dataset else [names]
     results: dict[str, dict] = {
         "config": asdict(config),
