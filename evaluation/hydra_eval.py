@@ -56,6 +56,30 @@ def _targets(results: dict) -> list[str]:
     return lines
 
 
+def _pool_table(results: dict) -> list[str]:
+    """nDCG@10 in and out of the train pool, for the tasks with a train split (see ``train_pools``)."""
+    names = [n for n in results if "ndcg@10/train_pool" in results[n]["base"]]
+    if not names:
+        return []
+    systems = [s for s in ("base", "rrf_teacher", "hydra", "hydra_loto") if all(s in results[n] for n in names)]
+    lines = [
+        "Test nDCG@10 split by whether a query's relevant documents are also relevant to one of the task's "
+        "training-side queries (`train pool`: a head can gain there by learning which documents tend to be relevant) "
+        "or not (`new pool`); only tasks with a train split:",
+        "",
+        "| task | pool | queries | " + " | ".join(systems) + " |",
+        "|---|---|---|" + "---|" * len(systems),
+    ]
+    for name in names:
+        for pool in ("train_pool", "new_pool"):
+            if f"ndcg@10/{pool}" not in results[name]["base"]:
+                continue
+            cells = " | ".join(f"{results[name][s][f'ndcg@10/{pool}']:.4f}" for s in systems)
+            count = results[name]["base"][f"queries/{pool}"]
+            lines.append(f"| {name} | {pool.replace('_', ' ')} | {count} | {cells} |")
+    return lines + [""]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default=",".join(ALL_TASKS))
@@ -90,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     out_md = Path(args.output_dir) / "hydra_results.md"
-    md += ["## Tables", "", out_md.read_text(encoding="utf-8"), "", "## Training sources", ""]
+    md += ["## Tables", "", out_md.read_text(encoding="utf-8"), "", *_pool_table(report["results"])]
+    md += ["## Training sources", ""]
     md += [f"- {k}: {v}" for k, v in report["train_sources"].items()]
     md += [
         "",

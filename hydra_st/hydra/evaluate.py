@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hydra_st.evaluation import evaluate_run
+from hydra_st.evaluation import evaluate_run, split_by_train_overlap
 from hydra_st.teachers import BM25Teacher, reciprocal_rank_fusion
 
 from .generator import apply_head
@@ -52,8 +52,32 @@ def wrong_card_for(name: str, names: Sequence[str]) -> str:
     return order[(order.index(name) + 1) % len(order)]
 
 
-def _scores(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
-    return dict(evaluate_run(qrels, run, metrics=METRICS).aggregate)
+POOLS = ("train_pool", "new_pool")
+
+
+def train_pools(task: Any) -> tuple[set[str], set[str]] | None:
+    """``task``'s test queries split by whether a relevant document is also relevant to one of its training-side
+    queries (train and dev, see :func:`~hydra_st.evaluation.split_by_train_overlap`); None for tasks trained on
+    pseudo-queries, whose judged training-side queries do not exist."""
+    if getattr(task, "train_source", None) != "train split":
+        return None
+    return split_by_train_overlap(task.test.qrels, {**task.train.qrels, **task.dev.qrels})
+
+
+def _scores(
+    qrels: dict[str, dict[str, int]],
+    run: dict[str, dict[str, float]],
+    pools: tuple[set[str], set[str]] | None = None,
+) -> dict[str, float]:
+    """Aggregate metrics, plus nDCG@10 and query counts per train pool (``ndcg@10/train_pool`` ...) when given."""
+    result = evaluate_run(qrels, run, metrics=METRICS)
+    scores = dict(result.aggregate)
+    for label, group in zip(POOLS, pools, strict=True) if pools is not None else ():
+        judged = [q for q in group if q in result.per_query]
+        if judged:
+            scores[f"ndcg@10/{label}"] = sum(result.per_query[q]["ndcg@10"] for q in judged) / len(judged)
+            scores[f"queries/{label}"] = len(judged)
+    return scores
 
 
 def evaluate_task(
@@ -65,6 +89,9 @@ def evaluate_task(
     systems: Sequence[str] = SYSTEMS,
 ) -> dict[str, dict[str, float]]:
     """Metrics of every system on ``task``'s test queries: ``{system: {metric: value}}``.
+
+    Tasks with a train split also get nDCG@10 on the test queries in and out of the train pool
+    (:func:`train_pools`): a gain only in the pool is a document prior, not a better query-document match.
 
     Args:
         task: :class:`~hydra_st.hydra.tasks.TaskData` with its ``test`` split loaded.
@@ -78,23 +105,28 @@ def evaluate_task(
     if not len(test):
         raise ValueError(f"{task.name}: no test queries loaded (build the task with with_test=True)")
     out: dict[str, dict[str, float]] = {}
+    pools = train_pools(task)
+
+    def scores(run: dict[str, dict[str, float]]) -> dict[str, float]:
+        return _scores(test.qrels, run, pools)
+
     base = dense_run(test.embeddings, test.ids, task.doc_embeddings, task.doc_ids, top_k=100)
     if "bm25" in systems or "rrf_teacher" in systems:
         bm25 = bm25_factory().index(task.doc_ids, task.doc_texts).search(test.as_dict(), top_k=100)
         if "bm25" in systems:
-            out["bm25"] = _scores(test.qrels, bm25)
+            out["bm25"] = scores(bm25)
         if "rrf_teacher" in systems:
-            out["rrf_teacher"] = _scores(test.qrels, reciprocal_rank_fusion([bm25, base], k=60, depth=100, top_k=100))
+            out["rrf_teacher"] = scores(reciprocal_rank_fusion([bm25, base], k=60, depth=100, top_k=100))
     if "base" in systems:
-        out["base"] = _scores(test.qrels, base)
+        out["base"] = scores(base)
     args = (test.ids, test.embeddings, task.doc_ids, task.doc_embeddings)
     if "hydra" in systems:
-        out["hydra"] = _scores(test.qrels, hydra_run(model, task.card, *args))
+        out["hydra"] = scores(hydra_run(model, task.card, *args))
     if "hydra_wrong_card" in systems and len(cards) > 1:
         wrong = wrong_card_for(task.name, list(cards))
-        out["hydra_wrong_card"] = {**_scores(test.qrels, hydra_run(model, cards[wrong], *args))}
+        out["hydra_wrong_card"] = scores(hydra_run(model, cards[wrong], *args))
     if "hydra_loto" in systems and loto_model is not None:
-        out["hydra_loto"] = _scores(test.qrels, hydra_run(loto_model, task.card, *args))
+        out["hydra_loto"] = scores(hydra_run(loto_model, task.card, *args))
     return out
 
 

@@ -5,6 +5,7 @@ import pytest
 
 from hydra_st.data.pseudo_queries import pseudo_query
 from hydra_st.hydra.preferences import PreferenceConfig, build_preferences, dense_run
+from tests.hydra.synthetic import make_task
 
 DOCS = [f"d{i}" for i in range(60)]
 
@@ -109,7 +110,6 @@ def test_dense_run_and_pseudo_queries():
 
 def test_task_preferences_read_train_judgments_only_when_asked(tmp_path):
     from hydra_st.hydra.preferences import task_preferences
-    from tests.hydra.test_trainer import make_task
 
     task, _ = make_task("alpha", 0)
     task.train.qrels = {q: {task.doc_ids[i]: 1} for i, q in enumerate(task.train.ids)}  # query i's document is i

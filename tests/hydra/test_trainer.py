@@ -1,42 +1,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 
-from hydra_st.hydra import Hydra, TaskCard
+from hydra_st.hydra import Hydra
 from hydra_st.hydra.evaluate import dev_score, evaluate_task, wrong_card_for
-from hydra_st.hydra.preferences import PreferenceConfig, build_preferences, dense_run
-from hydra_st.hydra.tasks import QuerySet, TaskData
+from hydra_st.hydra.tasks import QuerySet
 from hydra_st.hydra.trainer import HydraTrainer, TrainingConfig
-
-
-def _unit(x):
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-def make_task(name: str, seed: int, n_docs: int = 80, n_q: int = 24) -> tuple[TaskData, object]:
-    rng = np.random.default_rng(seed)
-    docs = _unit(rng.normal(size=(n_docs, 32)))
-    queries = _unit(docs[:n_q] + 0.5 * rng.normal(size=(n_q, 32)))
-    doc_ids = [f"{name}-d{i}" for i in range(n_docs)]
-    qids = [f"{name}-q{i}" for i in range(n_q)]
-    train = QuerySet(qids[:16], [f"query {i}" for i in range(16)], queries[:16])
-    dev = QuerySet(
-        qids[16:],
-        [f"query {i}" for i in range(16, n_q)],
-        queries[16:],
-        {q: {doc_ids[i + 16]: 1} for i, q in enumerate(qids[16:])},
-    )
-    card = TaskCard(name=name, description=f"Synthetic retrieval task {name}.", example_queries=[f"{name} query"])
-    task = TaskData(name, card, doc_ids, [f"doc {i}" for i in range(n_docs)], docs, train, dev, dev)
-    run = dense_run(train.embeddings, train.ids, docs, doc_ids, top_k=40)
-    # a second "teacher" that knows the true document of each query
-    oracle = {q: {doc_ids[i]: 10.0, **{d: s for d, s in list(run[q].items())[:20]}} for i, q in enumerate(train.ids)}
-    prefs = build_preferences(train.ids, [run, oracle], doc_ids, PreferenceConfig(candidates=30, pairs_per_query=8))
-    return task, prefs
+from tests.hydra.synthetic import make_task
 
 
 @pytest.fixture
@@ -126,3 +100,17 @@ def test_dict_dev_evaluator_is_aggregated(setup):
     summary = trainer.train()
     assert summary["best_dev"]["score"] == pytest.approx(0.2)
     assert summary["dev_history"][0]["dev_per_task"] == {"alpha": 0.1, "beta": 0.3}
+
+
+def test_evaluate_task_splits_test_queries_by_train_pool(setup):
+    model, tasks, _ = setup
+    task = tasks[0]  # test queries q16..q23, each with one relevant document d16..d23
+    train = replace(task.train, qrels={task.train.ids[0]: {task.doc_ids[16]: 1, task.doc_ids[17]: 1}})
+    in_pool = replace(task, train=train, dev=QuerySet([], []))
+    res = evaluate_task(in_pool, model, {}, systems=("base", "hydra"))
+    for scores in res.values():
+        assert (scores["queries/train_pool"], scores["queries/new_pool"]) == (2, 6)
+        whole = (2 * scores["ndcg@10/train_pool"] + 6 * scores["ndcg@10/new_pool"]) / 8
+        assert whole == pytest.approx(scores["ndcg@10"])
+    pseudo = replace(in_pool, train_source="400 pseudo-queries")
+    assert set(evaluate_task(pseudo, model, {}, systems=("base",))["base"]) == {"ndcg@10", "mrr@10", "recall@100"}
