@@ -11,6 +11,11 @@ applied to queries and documents) raise test nDCG@10? Two settings per task:
   construction: no head selected on its own data can do better on average);
 * **memorised**: trained and scored on the same queries (the head's capacity, not a generalisation number).
 
+A second table asks the opposite question: what do **training-free** transforms give, the kind a card could carry
+with no hypernet at all? Centring queries and documents on the mean of the card's example documents (the one
+corpus statistic a card holds), on the whole corpus's mean (a reference a card does not hold), and removing the
+corpus's top principal direction ("all-but-the-top").
+
 Loss: softmax cross-entropy of each relevant document (graded relevance as weight) against the base model's top 100
 non-relevant documents for that query, scale 20; Adam, full batch. A head trained by a card alone, for a task the
 hypernet never saw, cannot be expected to beat the cross-fitted number.
@@ -124,6 +129,48 @@ def _score(task, rows: list[int], head: torch.Tensor) -> dict[str, dict[str, flo
     return evaluate_run({q: test.qrels[q] for q in ids}, run, metrics=["ndcg@10"]).per_query
 
 
+TRAINING_FREE = {
+    "card_mean_0.5": "centre on ½ × the card's example-document mean",
+    "card_mean_1": "centre on the card's example-document mean",
+    "corpus_mean_0.5": "centre on ½ × the corpus mean",
+    "corpus_mean_1": "centre on the corpus mean",
+    "all_but_the_top_1": "corpus-centred, top principal direction removed",
+}
+
+
+def centred(x: np.ndarray, mean: np.ndarray, alpha: float, drop: np.ndarray | None = None) -> np.ndarray:
+    """``normalize(x − alpha·mean)``, with the directions in ``drop`` (rows) projected out first when given."""
+    y = x - alpha * mean
+    if drop is not None:
+        y = y - (y @ drop.T) @ drop
+    return (y / np.linalg.norm(y, axis=1, keepdims=True)).astype(np.float32)
+
+
+def training_free(task, card_doc_embeddings: np.ndarray) -> dict[str, float]:
+    """Test nDCG@10 of ``task`` under each :data:`TRAINING_FREE` transform (applied to queries and documents)."""
+    test, docs = task.test, task.doc_embeddings
+    card_mean, corpus_mean = card_doc_embeddings.mean(0), docs.mean(0)
+    top = np.linalg.svd(docs[:20000] - corpus_mean, full_matrices=False)[2][:1]
+    transforms = {
+        "card_mean_0.5": (card_mean, 0.5, None),
+        "card_mean_1": (card_mean, 1.0, None),
+        "corpus_mean_0.5": (corpus_mean, 0.5, None),
+        "corpus_mean_1": (corpus_mean, 1.0, None),
+        "all_but_the_top_1": (corpus_mean, 1.0, top),
+    }
+    out = {}
+    for name, (mean, alpha, drop) in transforms.items():
+        run = dense_run(
+            centred(test.embeddings, mean, alpha, drop),
+            test.ids,
+            centred(docs, mean, alpha, drop),
+            task.doc_ids,
+            top_k=100,
+        )
+        out[name] = evaluate_run(test.qrels, run, metrics=["ndcg@10"]).aggregate["ndcg@10"]
+    return out
+
+
 def _judged(task, rows: list[int]) -> JudgedQueries:
     test = task.test
     ids = [test.ids[i] for i in rows]
@@ -225,6 +272,22 @@ def render(results: dict, argv: list[str]) -> str:
         )
         + " |"
     )
+    if all("training_free" in r for r in rows.values()):
+        lines += [
+            "",
+            "Training-free transforms (no judgments, nothing trained; see the docstring), nDCG@10 − base:",
+            "",
+            "| task | " + " | ".join(TRAINING_FREE.values()) + " |",
+            "|---|" + "---|" * len(TRAINING_FREE),
+        ]
+        for name, r in rows.items():
+            lines.append(
+                f"| {name} | " + " | ".join(f"{r['training_free'][k] - r['base']:+.4f}" for k in TRAINING_FREE) + " |"
+            )
+        mean_gain = {
+            k: statistics.mean(r["training_free"][k] - r["base"] for r in rows.values()) for k in TRAINING_FREE
+        }
+        lines.append("| **mean** | " + " | ".join(f"{mean_gain[k]:+.4f}" for k in TRAINING_FREE) + " |")
     lines += [
         "",
         f"Settings: up to {results['steps']} full-batch Adam steps, learning rate {results['lr']}, scored every "
@@ -249,11 +312,14 @@ def main(argv: list[str] | None = None) -> int:
     from hydra_st.hub.offline import load_base_model
 
     start = time.perf_counter()
-    tasks = load_tasks(args.tasks.split(","), load_base_model(), show_progress_bar=not args.no_progress)
+    base = load_base_model()
+    tasks = load_tasks(args.tasks.split(","), base, show_progress_bar=not args.no_progress)
     all_judged = {t.name: _judged(t, list(range(len(t.test)))) for t in tasks}
     rows = {}
     for task in tqdm(tasks, desc="head ceilings", disable=args.no_progress):
         rows[task.name] = task_ceiling(task, all_judged, args.steps, args.eval_every, args.lr, args.seed)
+        card_docs = base.encode_document(list(task.card.example_documents), normalize_embeddings=True)
+        rows[task.name]["training_free"] = training_free(task, np.asarray(card_docs, dtype=np.float32))
     results = {
         "tasks": rows,
         "summary": summarise(rows),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import types
 
 import numpy as np
 import pytest
@@ -65,3 +66,24 @@ def test_summarise_picks_per_task_and_common_steps(ceiling):
     assert summary["per_task_best"] == {"a": {"step": 5, "ndcg@10": 0.6}, "b": {"step": 10, "ndcg@10": 0.45}}
     assert summary["common_step"] == 10 and summary["common_step_mean"] == pytest.approx(0.5)
     assert summary["per_task_best_mean"] == pytest.approx(0.525)
+
+
+def test_training_free_transforms_centre_and_project(ceiling):
+    rng = np.random.default_rng(1)
+    x = _normalised(rng.normal(size=(5, 6)) + 3.0)  # a shared offset, as in anisotropic embeddings
+    mean = x.mean(0)
+    out = ceiling.centred(x, mean, 1.0)
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
+    assert np.allclose(out, _normalised(x - mean), atol=1e-6)
+    drop = np.eye(6, dtype=np.float32)[:1]
+    assert np.allclose(ceiling.centred(x, mean, 1.0, drop)[:, 0], 0.0, atol=1e-6)  # the dropped direction is gone
+    # every transform is scored on the task's test queries
+    docs = _normalised(rng.normal(size=(30, 6)))
+    test = types.SimpleNamespace(
+        ids=[f"q{i}" for i in range(5)],
+        embeddings=_normalised(docs[:5] + 0.1),
+        qrels={f"q{i}": {f"d{i}": 1} for i in range(5)},
+    )
+    task = types.SimpleNamespace(test=test, doc_embeddings=docs, doc_ids=[f"d{i}" for i in range(30)])
+    scores = ceiling.training_free(task, docs[:3])
+    assert set(scores) == set(ceiling.TRAINING_FREE) and all(0.0 <= v <= 1.0 for v in scores.values())
