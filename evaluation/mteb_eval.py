@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from hydra_st.utils.io import atomic_write_json, atomic_write_text
 
     torch.set_num_threads(args.threads)
+    command = " ".join(["python evaluation/mteb_eval.py", *(argv if argv is not None else sys.argv[1:])])
     ours = own_scores()
     previous = Path(args.out).with_suffix(".json")
     rows: list[dict[str, Any]] = []
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 "hydra_st_ndcg@10": ours[label].get(name),
                 "seconds": time.perf_counter() - t0,
                 "threads": args.threads,
+                "command": command,
             }
             if label == "hydra":
                 row["card"] = model.cards_used.get(task.metadata.name)
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.sort(key=lambda r: (MODELS.index(r["model"]), r["dataset"]))
     for r in rows:  # kept rows too: compare with the package's current result files
         r["hydra_st_ndcg@10"] = ours[r["model"]].get(r["dataset"])
-    lines = render(rows, mteb.__version__, argv if argv is not None else sys.argv[1:])
+    lines = render(rows, mteb.__version__, command)
     out = Path(args.out)
     atomic_write_json(out.with_suffix(".json"), {"rows": rows, "mteb_version": mteb.__version__})
     atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
@@ -133,11 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def render(rows: list[dict[str, Any]], mteb_version: str, argv: list[str]) -> list[str]:
+def render(rows: list[dict[str, Any]], mteb_version: str, command: str) -> list[str]:
+    """The Markdown report: the table, which command made each row, and how far MTEB and the package agree."""
     lines = [
         "# The project's models through MTEB",
         "",
-        f"Command: `python evaluation/mteb_eval.py {' '.join(argv)}` (rows of earlier runs are kept unless "
+        f"Command: `{command}` (rows of earlier runs are kept unless "
         f"`--fresh`); mteb {mteb_version}, local BEIR-layout tasks (test split). `hydra_st` is the nDCG@10 this "
         "package's own pipeline reported for the same model and dataset (pytrec_eval over the same qrels); `s` is "
         "MTEB's time for the row with that many torch threads, corpus encoding included.",
@@ -152,6 +155,21 @@ def render(rows: list[dict[str, Any]], mteb_version: str, argv: list[str]) -> li
             f"| {r['model']} | {r['dataset']} | {r['mteb_ndcg@10']:.4f} | {r['mteb_recall@100']:.4f} | {own_cell} | "
             f"{r.get('card', '–')} | {r['seconds']:.0f} ({r.get('threads', '?')}) |"
         )
+    compared = [r for r in rows if r["hydra_st_ndcg@10"] is not None]
+    agree = sum(abs(r["mteb_ndcg@10"] - r["hydra_st_ndcg@10"]) < 5e-5 for r in compared)
+    lines += ["", f"MTEB's nDCG@10 equals this package's own to four decimals on {agree} of {len(compared)} rows."]
+    trained_on = ROOT / "models" / "hypencoder-minilm-l6" / "training_config.json"
+    if any(r["model"] == "hypencoder" for r in rows) and trained_on.is_file():
+        datasets = ", ".join(json.loads(trained_on.read_text())["datasets"])
+        lines.append(
+            f"The published Hypencoder is the run trained on {datasets} train queries; the in-domain run of every "
+            "dataset is in [`hypencoder.md`](hypencoder.md)."
+        )
+    by_command: dict[str, list[str]] = {}
+    for r in rows:
+        by_command.setdefault(r.get("command", "(not recorded)"), []).append(f"{r['model']}/{r['dataset']}")
+    lines += ["", "Rows by the command that made them:", ""]
+    lines += [f"- `{cmd}`: {', '.join(made)}" for cmd, made in by_command.items()]
     return lines
 
 
