@@ -105,6 +105,8 @@ def main() -> int:
     parser.add_argument("--qnet-width", type=int, default=128)
     parser.add_argument("--qnet-layers", type=int, default=2)
     parser.add_argument("--label-scale", type=float, default=20.0)
+    parser.add_argument("--num-negatives", type=int, default=7, help="teacher negatives per query and step")
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay of the trained parts")
     parser.add_argument("--in-batch-weight", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: no oversubscription)")
@@ -138,6 +140,8 @@ def main() -> int:
         qnet_width=args.qnet_width,
         qnet_hidden_layers=args.qnet_layers,
         label_scale=args.label_scale,
+        num_negatives=args.num_negatives,
+        weight_decay=args.weight_decay,
         in_batch_weight=args.in_batch_weight,
         seed=args.seed,
         learned_skip=args.learned_skip,
