@@ -230,7 +230,9 @@ class HydraTrainer:
         if resume_from is None:
             self.init_base_projection()
         fn = _HeadFn(self.head)
-        # the fallback gate (gated heads) is not trained with the head: calibrate_gate fits it afterwards
+        # the fallback gate (gated heads) is not trained with the head: calibrate_gate fits it afterwards. It is left
+        # out of the optimizer, and requires_grad is off too so that autograd (and DDP under torchrun) does not expect
+        # a gradient for it.
         trainable = [*self.head.card_encoder.parameters(), *self.head.generator.head_parameters()]
         if self.head.generator.gated:
             self.head.generator.to_gate.requires_grad_(False)
