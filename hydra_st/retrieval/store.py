@@ -69,7 +69,10 @@ class EmbeddingStore:
     def load_embeddings(self, mmap: bool = True) -> np.ndarray:
         if not self.exists():
             raise FileNotFoundError(f"{self.path}: no encoded documents; run `hydra-st encode` first")
-        emb = load_numpy(self.path / self.embeddings_file, mmap=mmap)
+        try:
+            emb = load_numpy(self.path / self.embeddings_file, mmap=mmap)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; re-run `hydra-st encode` to rebuild the store") from exc
         meta = self.load_meta()
         if emb.ndim != 2 or (meta and tuple(emb.shape) != (meta.get("num_documents"), meta.get("dim"))):
             raise ValueError(
@@ -101,7 +104,10 @@ class EmbeddingStore:
     def load_graph(self) -> np.ndarray:
         if not self.has_graph():
             raise FileNotFoundError(f"{self.path}: no neighbour graph; run `hydra-st build-graph` first")
-        graph = load_numpy(self.path / self.graph_file)
+        try:
+            graph = load_numpy(self.path / self.graph_file)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; re-run `hydra-st build-graph`") from exc
         n = self.load_meta().get("num_documents")
         if graph.ndim != 2 or (n is not None and graph.shape[0] != n) or (graph.size and graph.max() >= (n or 0)):
             raise ValueError(

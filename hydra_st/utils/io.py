@@ -83,11 +83,12 @@ def atomic_save_numpy(path: str | os.PathLike[str], array: np.ndarray) -> None:
 
 
 def load_numpy(path: str | os.PathLike[str], mmap: bool = False) -> np.ndarray:
-    """Load a ``.npy`` file without ever unpickling; a damaged file raises ``ValueError`` naming it."""
+    """Load a ``.npy`` file without ever unpickling; a damaged file raises ``ValueError`` naming it (callers add
+    how to rebuild it: caches re-encode, stores name the command)."""
     try:
         return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except (ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"{path}: not a readable .npy array ({exc}); delete it and it will be rebuilt") from exc
+        raise ValueError(f"{path}: not a readable .npy array ({exc})") from exc
 
 
 def atomic_save_safetensors(

@@ -115,8 +115,11 @@ def test_bundled_cards_cover_every_shared_dataset():
         card = load_card(name)
         assert card.name == name
         assert card.example_queries and card.example_documents and card.relevance
-    with pytest.raises(KeyError, match="available"):
+    with pytest.raises(KeyError, match="available") as missing:
         load_card("nope")
+    assert "TaskCard.load" not in str(missing.value)
+    with pytest.raises(KeyError, match=r"TaskCard\.load\(path\)"):  # a file path given where a name belongs
+        load_card("my_cards/task.yaml")
 
 
 def test_coerce_card_accepts_every_form(tmp_path):

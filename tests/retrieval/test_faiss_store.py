@@ -86,8 +86,12 @@ def test_store_bad_inputs(vectors, tmp_path):
         store.load_graph()
     with pytest.raises(ValueError, match="does not match"):
         store.save_graph(np.zeros((3, 2), dtype=np.int32))
+    store.save_graph(np.zeros((500, 2), dtype=np.int32))
+    (store.path / "graph.npy").write_bytes(b"corrupt")
+    with pytest.raises(ValueError, match="not a readable .npy.*re-run `hydra-st build-graph`"):
+        store.load_graph()
     (store.path / "embeddings.npy").write_bytes(b"corrupt")
-    with pytest.raises(ValueError, match="not a readable .npy"):
+    with pytest.raises(ValueError, match="not a readable .npy.*re-run `hydra-st encode`"):
         store.load_embeddings()
     (store.path / "ids.json").write_text("{broken")
     with pytest.raises(ValueError, match="ids.json"):

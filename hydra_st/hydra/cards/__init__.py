@@ -19,7 +19,10 @@ def card_path(name: str) -> Path:
     """Path of the bundled card ``name``."""
     path = _CARD_DIR / f"{name}.yaml"
     if not path.is_file():
-        raise KeyError(f"no bundled task card {name!r}; available: {', '.join(available_cards())}")
+        hint = ""
+        if Path(name).suffix in {".yaml", ".yml", ".json"} or "/" in name:  # a file was meant, not a bundled name
+            hint = "; to read a card file, use TaskCard.load(path) (or coerce_card, which takes either)"
+        raise KeyError(f"no bundled task card {name!r}; available: {', '.join(available_cards())}{hint}")
     return path
 
 
