@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hydra_st.data import available_splits, load_dataset  # noqa: E402
-from hydra_st.evaluation import evaluate_run, split_by_train_overlap  # noqa: E402
+from hydra_st.evaluation import evaluate_run, paired_comparison, split_by_train_overlap  # noqa: E402
 from hydra_st.hypencoder.model_card import save_with_card  # noqa: E402
 from hydra_st.hypencoder.training import HypencoderTrainingConfig, train_hypencoder  # noqa: E402
 from hydra_st.hypencoder.training_data import (  # noqa: E402
@@ -57,7 +57,8 @@ def train_qrels(name: str) -> dict[str, dict[str, int]]:
     return dataset(name, "train").qrels
 
 
-def evaluate_model(model, name: str, split: str = "test") -> dict[str, float]:
+def evaluate_model(model, name: str, split: str = "test") -> tuple[dict[str, float], dict[str, float]]:
+    """Aggregate metrics (see ``_metrics``) and per-query nDCG@10 of a trained model, q-net scoring."""
     ds = dataset(name, split)
     docs = document_vectors(model, ds.doc_ids, ds.doc_texts, show_progress_bar=False)
     queries = ds.judged_queries
@@ -67,9 +68,10 @@ def evaluate_model(model, name: str, split: str = "test") -> dict[str, float]:
     return _metrics(name, ds.qrels, to_run(qids, ds.doc_ids, scores, idx))
 
 
-def _metrics(name: str, qrels: dict, run: dict) -> dict[str, float]:
+def _metrics(name: str, qrels: dict, run: dict) -> tuple[dict[str, float], dict[str, float]]:
     """The aggregate metrics, plus nDCG@10 over the test queries whose relevant documents are (``train_pool``) or
-    are not (``new_pool``) relevant to some train query: a gain on the first group alone is a document prior."""
+    are not (``new_pool``) relevant to some train query: a gain on the first group alone is a document prior. Also
+    each query's nDCG@10, for the paired comparison of the two models."""
     result = evaluate_run(qrels, run, metrics=METRICS)
     metrics = dict(result.aggregate)
     if "train" in available_splits(name):
@@ -78,7 +80,7 @@ def _metrics(name: str, qrels: dict, run: dict) -> dict[str, float]:
             if group:
                 metrics[f"ndcg@10/{label}"] = sum(result.per_query[q]["ndcg@10"] for q in group) / len(group)
                 metrics[f"queries/{label}"] = len(group)
-    return metrics
+    return metrics, {q: v["ndcg@10"] for q, v in result.per_query.items()}
 
 
 def evaluate_base(name: str, model) -> dict[str, float]:
@@ -93,7 +95,7 @@ def evaluate_base(name: str, model) -> dict[str, float]:
     st = SentenceTransformer(modules=route_modules(model, "document"), device="cpu")
     q = st.encode([queries[i].text for i in qids], convert_to_tensor=True, show_progress_bar=False)
     scores, idx = exhaustive_search(q, docs, top_k=100)
-    return _metrics(name, ds.qrels, to_run(qids, ds.doc_ids, scores, idx))
+    return _metrics(name, ds.qrels, to_run(qids, ds.doc_ids, scores, idx))[0]
 
 
 def main() -> int:
@@ -129,6 +131,11 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "evaluation" / "results"))
     parser.add_argument("--model-out", default=str(ROOT / "models" / "hypencoder-minilm-l6"))
     parser.add_argument("--bi-encoder-out", default=str(ROOT / "outputs" / "bi-encoder-minilm-l6"))
+    parser.add_argument(
+        "--other-models-dir",
+        default=str(ROOT / "outputs"),
+        help="where the models of the other training groups go (with --per-dataset: every dataset after the first)",
+    )
     args = parser.parse_args()
     names = args.datasets.split(",")
     torch.set_num_threads(args.threads)
@@ -172,6 +179,8 @@ def main() -> int:
         "validation_queries": {ex.name: len(ex.query_ids) for ex in val},
         "use_qrels_positives": args.use_qrels,
         "models": {"hypencoder": {"test": {}, "runs": {}}, "bi-encoder": {"test": {}, "runs": {}}},
+        # in-domain Hypencoder − bi-encoder per dataset: paired bootstrap CI and randomization test over test queries
+        "paired": {},
     }
     trained: dict[str, dict[str, object]] = {"hypencoder": {}, "bi-encoder": {}}
     for group in groups:
@@ -180,13 +189,16 @@ def main() -> int:
         validation = (
             validation_ndcg([val[i] for i in idx], [val_qrels[i] for i in idx]) if args.val_fraction > 0 else None
         )
+        per_query: dict[str, dict[str, dict[str, float]]] = {}
         for label, cfg in (("hypencoder", group_config), ("bi-encoder", replace(group_config, bi_encoder=True))):
             model, log = train_hypencoder(
                 cfg, data=[data[i] for i in idx], validation=validation, eval_every=args.eval_every
             )
             key = "+".join(group)
             trained[label][key] = model
-            scores = {n: evaluate_model(model, n) for n in names}  # in-domain and cross-dataset
+            evaluated = {n: evaluate_model(model, n) for n in names}  # in-domain and cross-dataset
+            scores = {n: metrics for n, (metrics, _) in evaluated.items()}
+            per_query[label] = {n: by_query for n, (_, by_query) in evaluated.items()}
             for n in group:
                 results["models"][label]["test"][n] = scores[n]
             results["models"][label]["runs"][key] = {
@@ -198,6 +210,8 @@ def main() -> int:
                 "validation": log.get("validation"),
             }
             print(label, key, json.dumps(scores), log.get("best_step"), flush=True)
+        for n in group:
+            results["paired"][n] = paired_comparison(per_query["hypencoder"][n], per_query["bi-encoder"][n]).to_json()
     for entry in results["models"].values():
         entry["train_seconds"] = sum(r["train_seconds"] for r in entry["runs"].values())
         entry["best_step"] = ", ".join(f"{k}: {r['best_step']}" for k, r in entry["runs"].items())
@@ -215,9 +229,9 @@ def main() -> int:
             cfg = asdict(replace(config, datasets=key.split("+"), bi_encoder=label == "bi-encoder"))
             first = key == "+".join(groups[0])
             if label == "hypencoder":
-                path = args.model_out if first else f"{ROOT}/outputs/hypencoder-minilm-l6-{key}"
+                path = args.model_out if first else f"{args.other_models_dir}/hypencoder-minilm-l6-{key}"
             else:
-                path = args.bi_encoder_out if first else f"{ROOT}/outputs/bi-encoder-minilm-l6-{key}"
+                path = args.bi_encoder_out if first else f"{args.other_models_dir}/bi-encoder-minilm-l6-{key}"
             save_with_card(
                 model,
                 path,
@@ -273,6 +287,14 @@ def card_summary(results: dict, label: str, key: str) -> tuple[dict[str, dict[st
                 f"{mine['ndcg@10/new_pool']:.4f}, below zero-shot's {base_['ndcg@10/new_pool']:.4f}: part of what it "
                 "learned is which documents tend to be relevant."
             )
+    for n in trained:
+        paired = results.get("paired", {}).get(n)
+        if label == "hypencoder" and paired and paired["ci_low"] < 0 < paired["ci_high"]:
+            lines.append(
+                f"- On {n} the difference to the matched bi-encoder, {paired['mean_difference']:+.4f} nDCG@10, is "
+                f"within query-to-query noise (95% CI {paired['ci_low']:+.4f} to {paired['ci_high']:+.4f}, paired "
+                f"randomization p = {paired['p_value']:.2f}, {paired['queries']} test queries)."
+            )
     lines.append(
         "- The gap to the matched model moves with the training seed (seed repeats in the hydra_st repository's "
         "`evaluation/results/hypencoder_findings.md`)."
@@ -315,14 +337,25 @@ def render(results: dict) -> str:
     hyp, bi = results["models"]["hypencoder"]["test"], results["models"]["bi-encoder"]["test"]
     lines += [
         "",
-        "| dataset | Hypencoder − bi-encoder (nDCG@10) | must (≥ 0) | stretch (≥ +0.010) |",
-        "|---|---|---|---|",
+        "| dataset | Hypencoder − bi-encoder (nDCG@10) | 95% CI (paired bootstrap) | p (paired randomization) "
+        "| must (≥ 0) | stretch (≥ +0.010) |",
+        "|---|---|---|---|---|---|",
     ]
     for n in names:
         diff = hyp[n]["ndcg@10"] - bi[n]["ndcg@10"]
+        paired = results.get("paired", {}).get(n)
+        ci = f"{paired['ci_low']:+.4f} to {paired['ci_high']:+.4f}" if paired else "–"
+        p = ("< 0.001" if paired["p_value"] < 0.001 else f"{paired['p_value']:.3f}") if paired else "–"
         lines.append(
-            f"| {n} | {diff:+.4f} | {'met' if diff >= 0 else 'missed'} | {'met' if diff >= 0.01 else 'missed'} |"
+            f"| {n} | {diff:+.4f} | {ci} | {p} | {'met' if diff >= 0 else 'missed'} | "
+            f"{'met' if diff >= 0.01 else 'missed'} |"
         )
+    if results.get("paired"):
+        lines += [
+            "",
+            "CI and p are over the test queries (10,000 seeded resamples): they measure query-to-query noise for "
+            "this one training run, not the training-seed noise in the findings.",
+        ]
     pooled = [n for n in names if "ndcg@10/train_pool" in hyp[n] and "ndcg@10/new_pool" in hyp[n]]
     whole = [n for n in names if "ndcg@10/train_pool" in hyp[n] and n not in pooled]
     if pooled:

@@ -1,4 +1,5 @@
-"""Evaluation: IR metrics (through ir_measures / pytrec_eval), TREC run files and result tables."""
+"""Evaluation: IR metrics (through ir_measures / pytrec_eval), paired significance tests, TREC run files and result
+tables."""
 
 from __future__ import annotations
 
@@ -10,14 +11,17 @@ from hydra_st.evaluation.metrics import (
     split_by_train_overlap,
 )
 from hydra_st.evaluation.runs import RunFormatError, read_trec_run, write_trec_run
+from hydra_st.evaluation.significance import PairedComparison, paired_comparison
 from hydra_st.evaluation.tables import format_table
 
 __all__ = [
     "DEFAULT_METRICS",
     "EvaluationResult",
+    "PairedComparison",
     "RunFormatError",
     "evaluate_run",
     "format_table",
+    "paired_comparison",
     "parse_metric",
     "read_trec_run",
     "split_by_train_overlap",

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hydra_st.evaluation import RunFormatError, evaluate_run, format_table, parse_metric, read_trec_run, write_trec_run
@@ -78,3 +79,32 @@ def test_write_refuses_non_finite_and_keeps_old_file(tmp_path: Path) -> None:
 def test_format_table_marks_missing() -> None:
     text = format_table({"a": {"x": 0.5}}, ["x", "y"])
     assert text.splitlines()[-1] == "| a | 0.5000 | – |"
+
+
+def test_paired_comparison_separates_signal_from_noise():
+    from hydra_st.evaluation import paired_comparison
+
+    rng = np.random.default_rng(0)
+    base = {f"q{i}": float(v) for i, v in enumerate(rng.uniform(0, 1, 200))}
+    same = paired_comparison(base, dict(base))
+    assert same.mean_difference == 0 and same.p_value == 1.0 and same.ci_low == same.ci_high == 0
+    better = {q: min(1.0, v + 0.05) for q, v in base.items()}
+    clear = paired_comparison(better, base)
+    assert clear.p_value < 0.001 and 0 < clear.ci_low < clear.mean_difference < clear.ci_high
+    noisy = {q: v + float(rng.normal(0, 0.2)) for q, v in base.items()}  # no systematic difference
+    unclear = paired_comparison(noisy, base)
+    assert unclear.ci_low < 0 < unclear.ci_high or unclear.p_value > 0.01
+    assert paired_comparison(noisy, base) == unclear  # seeded: the same report twice
+    assert "CI" in str(clear) and "p < 0.001" in str(clear) and "p = 1.000" in str(same)
+    assert set(clear.to_json()) >= {"mean_difference", "p_value"}
+
+
+def test_paired_comparison_refuses_unpaired_input():
+    from hydra_st.evaluation import paired_comparison
+
+    with pytest.raises(ValueError, match="same queries"):
+        paired_comparison({"a": 1.0, "b": 0.0}, {"a": 1.0})
+    with pytest.raises(ValueError, match="at least one"):
+        paired_comparison({}, {})
+    with pytest.raises(ValueError, match="confidence"):
+        paired_comparison({"a": 1.0}, {"a": 0.0}, confidence=95)
