@@ -14,7 +14,9 @@ applied to queries and documents) raise test nDCG@10? Two settings per task:
 A second table asks the opposite question: what do **training-free** transforms give, the kind a card could carry
 with no hypernet at all? Centring queries and documents on the mean of the card's example documents (the one
 corpus statistic a card holds), on the whole corpus's mean (a reference a card does not hold), and removing the
-corpus's top principal direction ("all-but-the-top").
+corpus's top principal direction ("all-but-the-top"); and shifting only the queries toward the documents by the gap
+between the card's example documents and example queries, or, as a reference no card holds, by the gap between the
+corpus mean and the test queries' mean (no judgments are read for either).
 
 Loss: softmax cross-entropy of each relevant document (graded relevance as weight) against the base model's top 100
 non-relevant documents for that query, scale 20; Adam, full batch. A head trained by a card alone, for a task the
@@ -130,11 +132,15 @@ def _score(task, rows: list[int], head: torch.Tensor) -> dict[str, dict[str, flo
 
 
 TRAINING_FREE = {
-    "card_mean_0.5": "centre on ½ × the card's example-document mean",
-    "card_mean_1": "centre on the card's example-document mean",
-    "corpus_mean_0.5": "centre on ½ × the corpus mean",
-    "corpus_mean_1": "centre on the corpus mean",
-    "all_but_the_top_1": "corpus-centred, top principal direction removed",
+    "card_mean_0.5": "centre both on ½ × the card's example-document mean",
+    "card_mean_1": "centre both on the card's example-document mean",
+    "corpus_mean_0.5": "centre both on ½ × the corpus mean",
+    "corpus_mean_1": "centre both on the corpus mean",
+    "all_but_the_top_1": "centre both on the corpus mean, top principal direction removed",
+    "card_query_shift_0.25": "queries + ¼ × (card documents' mean − card queries' mean)",
+    "card_query_shift_0.5": "queries + ½ × (card documents' mean − card queries' mean)",
+    "oracle_query_shift_0.5": "queries + ½ × (corpus mean − test queries' mean); reference, not a card",
+    "oracle_query_shift_1": "queries + (corpus mean − test queries' mean); reference, not a card",
 }
 
 
@@ -146,27 +152,35 @@ def centred(x: np.ndarray, mean: np.ndarray, alpha: float, drop: np.ndarray | No
     return (y / np.linalg.norm(y, axis=1, keepdims=True)).astype(np.float32)
 
 
-def training_free(task, card_doc_embeddings: np.ndarray) -> dict[str, float]:
-    """Test nDCG@10 of ``task`` under each :data:`TRAINING_FREE` transform (applied to queries and documents)."""
+def training_free(task, card_doc_embeddings: np.ndarray, card_query_embeddings: np.ndarray) -> dict[str, float]:
+    """Test nDCG@10 of ``task`` under each :data:`TRAINING_FREE` transform.
+
+    The centring transforms move queries and documents alike (what Hydra's shared head can express); the query
+    shifts move only the queries, toward the documents (an asymmetric map, which it cannot).
+    """
     test, docs = task.test, task.doc_embeddings
     card_mean, corpus_mean = card_doc_embeddings.mean(0), docs.mean(0)
     top = np.linalg.svd(docs[:20000] - corpus_mean, full_matrices=False)[2][:1]
-    transforms = {
+    card_gap = card_doc_embeddings.mean(0) - card_query_embeddings.mean(0)
+    oracle_gap = corpus_mean - test.embeddings.mean(0)
+    both = {
         "card_mean_0.5": (card_mean, 0.5, None),
         "card_mean_1": (card_mean, 1.0, None),
         "corpus_mean_0.5": (corpus_mean, 0.5, None),
         "corpus_mean_1": (corpus_mean, 1.0, None),
         "all_but_the_top_1": (corpus_mean, 1.0, top),
     }
+    pairs = {name: (centred(test.embeddings, *spec), centred(docs, *spec)) for name, spec in both.items()}
+    shifts = {
+        "card_query_shift_0.25": 0.25 * card_gap,
+        "card_query_shift_0.5": 0.5 * card_gap,
+        "oracle_query_shift_0.5": 0.5 * oracle_gap,
+        "oracle_query_shift_1": oracle_gap,
+    }
+    pairs |= {name: (centred(test.embeddings, -shift, 1.0), docs) for name, shift in shifts.items()}
     out = {}
-    for name, (mean, alpha, drop) in transforms.items():
-        run = dense_run(
-            centred(test.embeddings, mean, alpha, drop),
-            test.ids,
-            centred(docs, mean, alpha, drop),
-            task.doc_ids,
-            top_k=100,
-        )
+    for name, (queries, documents) in pairs.items():
+        run = dense_run(queries, test.ids, documents, task.doc_ids, top_k=100)
         out[name] = evaluate_run(test.qrels, run, metrics=["ndcg@10"]).aggregate["ndcg@10"]
     return out
 
@@ -277,17 +291,13 @@ def render(results: dict, argv: list[str]) -> str:
             "",
             "Training-free transforms (no judgments, nothing trained; see the docstring), nDCG@10 − base:",
             "",
-            "| task | " + " | ".join(TRAINING_FREE.values()) + " |",
-            "|---|" + "---|" * len(TRAINING_FREE),
+            "| transform | " + " | ".join(rows) + " | **mean** |",
+            "|---|" + "---|" * (len(rows) + 1),
         ]
-        for name, r in rows.items():
-            lines.append(
-                f"| {name} | " + " | ".join(f"{r['training_free'][k] - r['base']:+.4f}" for k in TRAINING_FREE) + " |"
-            )
-        mean_gain = {
-            k: statistics.mean(r["training_free"][k] - r["base"] for r in rows.values()) for k in TRAINING_FREE
-        }
-        lines.append("| **mean** | " + " | ".join(f"{mean_gain[k]:+.4f}" for k in TRAINING_FREE) + " |")
+        for key, label in TRAINING_FREE.items():
+            gains = [r["training_free"][key] - r["base"] for r in rows.values()]
+            cells = " | ".join(f"{g:+.4f}" for g in gains)
+            lines.append(f"| {label} | {cells} | **{statistics.mean(gains):+.4f}** |")
     lines += [
         "",
         f"Settings: up to {results['steps']} full-batch Adam steps, learning rate {results['lr']}, scored every "
@@ -319,7 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     for task in tqdm(tasks, desc="head ceilings", disable=args.no_progress):
         rows[task.name] = task_ceiling(task, all_judged, args.steps, args.eval_every, args.lr, args.seed)
         card_docs = base.encode_document(list(task.card.example_documents), normalize_embeddings=True)
-        rows[task.name]["training_free"] = training_free(task, np.asarray(card_docs, dtype=np.float32))
+        card_queries = base.encode_query(list(task.card.example_queries), normalize_embeddings=True)
+        rows[task.name]["training_free"] = training_free(
+            task, np.asarray(card_docs, dtype=np.float32), np.asarray(card_queries, dtype=np.float32)
+        )
     results = {
         "tasks": rows,
         "summary": summarise(rows),

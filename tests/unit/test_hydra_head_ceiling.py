@@ -85,5 +85,5 @@ def test_training_free_transforms_centre_and_project(ceiling):
         qrels={f"q{i}": {f"d{i}": 1} for i in range(5)},
     )
     task = types.SimpleNamespace(test=test, doc_embeddings=docs, doc_ids=[f"d{i}" for i in range(30)])
-    scores = ceiling.training_free(task, docs[:3])
+    scores = ceiling.training_free(task, docs[:3], test.embeddings[:2])
     assert set(scores) == set(ceiling.TRAINING_FREE) and all(0.0 <= v <= 1.0 for v in scores.values())
