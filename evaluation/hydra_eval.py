@@ -80,6 +80,29 @@ def _pool_table(results: dict) -> list[str]:
     return lines + [""]
 
 
+def _paired_table(paired: dict) -> list[str]:
+    """Hydra − base and LOTO − base per task, with the paired 95% CI and p-value over the task's test queries."""
+    systems = [s for s in ("hydra", "hydra_loto") if all(s in p for p in paired.values())]
+    if not paired or not systems:
+        return []
+    lines = [
+        "nDCG@10 difference to the base model per task, with a paired bootstrap 95% CI and a paired randomization "
+        "p-value over the task's test queries (10,000 seeded resamples; query-to-query noise of this one training "
+        "run, not seed noise):",
+        "",
+        "| task | " + " | ".join(f"{s} − base | 95% CI | p" for s in systems) + " |",
+        "|---|" + "---|---|---|" * len(systems),
+    ]
+    for name, by_system in paired.items():
+        cells = []
+        for s in systems:
+            c = by_system[s]
+            p = "< 0.001" if c["p_value"] < 0.001 else f"{c['p_value']:.3f}"
+            cells += [f"{c['mean_difference']:+.4f}", f"{c['ci_low']:+.4f} to {c['ci_high']:+.4f}", p]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default=",".join(ALL_TASKS))
@@ -115,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     out_md = Path(args.output_dir) / "hydra_results.md"
     md += ["## Tables", "", out_md.read_text(encoding="utf-8"), "", *_pool_table(report["results"])]
+    md += _paired_table(report.get("paired_vs_base", {}))
     md += ["## Training sources", ""]
     md += [f"- {k}: {v}" for k, v in report["train_sources"].items()]
     md += [

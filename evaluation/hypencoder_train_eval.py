@@ -78,7 +78,7 @@ def _metrics(name: str, qrels: dict, run: dict) -> tuple[dict[str, float], dict[
         groups = split_by_train_overlap(qrels, train_qrels(name))
         for label, group in zip(("train_pool", "new_pool"), groups, strict=True):
             if group:
-                metrics[f"ndcg@10/{label}"] = sum(result.per_query[q]["ndcg@10"] for q in group) / len(group)
+                metrics[f"ndcg@10/{label}"] = sum(result.per_query[q]["ndcg@10"] for q in sorted(group)) / len(group)
                 metrics[f"queries/{label}"] = len(group)
     return metrics, {q: v["ndcg@10"] for q, v in result.per_query.items()}
 

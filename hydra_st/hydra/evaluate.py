@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hydra_st.evaluation import evaluate_run, split_by_train_overlap
+from hydra_st.evaluation import evaluate_run, paired_comparison, split_by_train_overlap
 from hydra_st.teachers import BM25Teacher, reciprocal_rank_fusion
 
 from .generator import apply_head
@@ -68,12 +68,18 @@ def _scores(
     qrels: dict[str, dict[str, int]],
     run: dict[str, dict[str, float]],
     pools: tuple[set[str], set[str]] | None = None,
+    per_query: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """Aggregate metrics, plus nDCG@10 and query counts per train pool (``ndcg@10/train_pool`` ...) when given."""
+    """Aggregate metrics, plus nDCG@10 and query counts per train pool (``ndcg@10/train_pool`` ...) when given.
+
+    ``per_query``, when given, receives each query's nDCG@10 (for paired comparisons)."""
     result = evaluate_run(qrels, run, metrics=METRICS)
+    if per_query is not None:
+        per_query.update({q: v["ndcg@10"] for q, v in result.per_query.items()})
     scores = dict(result.aggregate)
     for label, group in zip(POOLS, pools, strict=True) if pools is not None else ():
-        judged = [q for q in group if q in result.per_query]
+        # sorted: a set's order follows the hash seed, and with it the last bits of the sum
+        judged = sorted(q for q in group if q in result.per_query)
         if judged:
             scores[f"ndcg@10/{label}"] = sum(result.per_query[q]["ndcg@10"] for q in judged) / len(judged)
             scores[f"queries/{label}"] = len(judged)
@@ -87,6 +93,7 @@ def evaluate_task(
     loto_model: Any | None = None,
     bm25_factory: Callable[[], Any] = BM25Teacher,
     systems: Sequence[str] = SYSTEMS,
+    per_query: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics of every system on ``task``'s test queries: ``{system: {metric: value}}``.
 
@@ -100,6 +107,7 @@ def evaluate_task(
         loto_model: A Hydra trained without this task (None: the LOTO row is skipped).
         bm25_factory: Builds the BM25 teacher.
         systems: Which systems to score.
+        per_query: When given, filled with ``{system: {query_id: nDCG@10}}`` (see :func:`paired_against_base`).
     """
     test = task.test
     if not len(test):
@@ -107,27 +115,39 @@ def evaluate_task(
     out: dict[str, dict[str, float]] = {}
     pools = train_pools(task)
 
-    def scores(run: dict[str, dict[str, float]]) -> dict[str, float]:
-        return _scores(test.qrels, run, pools)
+    def scores(run: dict[str, dict[str, float]], system: str) -> dict[str, float]:
+        return _scores(test.qrels, run, pools, None if per_query is None else per_query.setdefault(system, {}))
 
     base = dense_run(test.embeddings, test.ids, task.doc_embeddings, task.doc_ids, top_k=100)
     if "bm25" in systems or "rrf_teacher" in systems:
         bm25 = bm25_factory().index(task.doc_ids, task.doc_texts).search(test.as_dict(), top_k=100)
         if "bm25" in systems:
-            out["bm25"] = scores(bm25)
+            out["bm25"] = scores(bm25, "bm25")
         if "rrf_teacher" in systems:
-            out["rrf_teacher"] = scores(reciprocal_rank_fusion([bm25, base], k=60, depth=100, top_k=100))
+            out["rrf_teacher"] = scores(
+                reciprocal_rank_fusion([bm25, base], k=60, depth=100, top_k=100), "rrf_teacher"
+            )
     if "base" in systems:
-        out["base"] = scores(base)
+        out["base"] = scores(base, "base")
     args = (test.ids, test.embeddings, task.doc_ids, task.doc_embeddings)
     if "hydra" in systems:
-        out["hydra"] = scores(hydra_run(model, task.card, *args))
+        out["hydra"] = scores(hydra_run(model, task.card, *args), "hydra")
     if "hydra_wrong_card" in systems and len(cards) > 1:
         wrong = wrong_card_for(task.name, list(cards))
-        out["hydra_wrong_card"] = scores(hydra_run(model, cards[wrong], *args))
+        out["hydra_wrong_card"] = scores(hydra_run(model, cards[wrong], *args), "hydra_wrong_card")
     if "hydra_loto" in systems and loto_model is not None:
-        out["hydra_loto"] = scores(hydra_run(loto_model, task.card, *args))
+        out["hydra_loto"] = scores(hydra_run(loto_model, task.card, *args), "hydra_loto")
     return out
+
+
+def paired_against_base(
+    per_query: dict[str, dict[str, float]], systems: Sequence[str] = ("hydra", "hydra_loto")
+) -> dict[str, dict[str, float]]:
+    """Each of ``systems`` against the base model on one task's test queries (``per_query`` as
+    :func:`evaluate_task` fills it): mean nDCG@10 difference, paired bootstrap CI and randomization p-value."""
+    if "base" not in per_query:
+        raise ValueError("paired_against_base needs the base model's per-query scores (evaluate it too)")
+    return {s: paired_comparison(per_query[s], per_query["base"]).to_json() for s in systems if s in per_query}
 
 
 def dev_score(model: Any, tasks: Sequence[Any]) -> float:

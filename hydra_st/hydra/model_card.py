@@ -108,9 +108,15 @@ def base_model_id(model: Any, path: str | os.PathLike[str] | None = None) -> str
     return DEFAULT_BASE_MODEL
 
 
-def measured_limitations(results: dict[str, dict[str, dict[str, float]]], metric: str = "ndcg@10") -> str:
+def measured_limitations(
+    results: dict[str, dict[str, dict[str, float]]],
+    metric: str = "ndcg@10",
+    paired: dict[str, dict[str, dict[str, float]]] | None = None,
+) -> str:
     """The card's limitations, stated from an evaluation (``{task: {system: {metric: value}}}``, as the pipeline's
-    :func:`~hydra_st.hydra.evaluate.evaluate_task` returns per task).
+    :func:`~hydra_st.hydra.evaluate.evaluate_task` returns per task), and, when given, the per-task paired
+    comparisons against the base model (``{task: {"hydra": {...}}}``, from
+    :func:`~hydra_st.hydra.evaluate.paired_against_base`).
 
     Example:
         >>> r = {"a": {"base": {"ndcg@10": 0.5}, "hydra": {"ndcg@10": 0.52}, "rrf_teacher": {"ndcg@10": 0.6}}}
@@ -132,6 +138,12 @@ def measured_limitations(results: dict[str, dict[str, dict[str, float]]], metric
         parts[0] += f"; the RRF teacher it was distilled from reaches {mean('rrf_teacher'):.4f}"
     below = [t for t in tasks if results[t]["hydra"][metric] < results[t]["base"][metric]]
     parts.append(f"Below the base model on: {', '.join(below)}" if below else "No task is below the base model")
+    if paired and all("hydra" in paired.get(t, {}) for t in tasks):
+        clear = [t for t in tasks if not paired[t]["hydra"]["ci_low"] <= 0 <= paired[t]["hydra"]["ci_high"]]
+        parts.append(
+            f"The difference to the base model is larger than query-to-query noise (paired bootstrap 95% CI without "
+            f"0) on {len(clear)} of {len(tasks)} tasks" + (f" ({', '.join(clear)})" if clear else "")
+        )
     if all("hydra_loto" in results[t] for t in tasks):
         loto = mean("hydra_loto")
         expect = "about" if abs(loto - base) < 0.005 else "more than" if loto > base else "less than"

@@ -14,7 +14,14 @@ from typing import Any
 
 from hydra_st.utils.io import atomic_write_json, atomic_write_text
 
-from .evaluate import aggregate_gains, base_dev_scores, dev_gains, evaluate_task, results_table
+from .evaluate import (
+    aggregate_gains,
+    base_dev_scores,
+    dev_gains,
+    evaluate_task,
+    paired_against_base,
+    results_table,
+)
 from .model import Hydra
 from .preferences import PreferenceConfig, task_preferences
 from .tasks import QueryEmbeddingCache, TaskData, build_task
@@ -140,7 +147,11 @@ def run_pipeline(
             loto_models[task.name], _ = train_model(base, others, config, cache_dir, None, show_progress_bar)
     t_train = time.perf_counter() - t0 - t_tasks
     cards = {t.name: t.card for t in tasks}
-    results = {t.name: evaluate_task(t, model, cards, loto_models.get(t.name)) for t in tasks}
+    per_query: dict[str, dict[str, dict[str, float]]] = {t.name: {} for t in tasks}
+    results = {
+        t.name: evaluate_task(t, model, cards, loto_models.get(t.name), per_query=per_query[t.name]) for t in tasks
+    }
+    paired = {name: paired_against_base(by_system) for name, by_system in per_query.items()}
     t_eval = time.perf_counter() - t0 - t_tasks - t_train
     md = "\n\n".join(results_table(results, m) for m in ("ndcg@10", "mrr@10", "recall@100"))
     report: dict[str, Any] = {
@@ -148,6 +159,8 @@ def run_pipeline(
         "results": results,
         "training": summary,
         "train_sources": {t.name: t.train_source for t in tasks},
+        # per task: Hydra (and LOTO) − base over the test queries, with a paired bootstrap CI and randomization p
+        "paired_vs_base": paired,
         "timing_s": {"tasks": t_tasks, "train": t_train, "evaluate": t_eval, "total": time.perf_counter() - t0},
     }
     model_dir = output_dir / "model"
@@ -160,7 +173,9 @@ def run_pipeline(
     atomic_write_text(model_dir / "hydra_results.md", md + "\n")
     from .model_card import measured_limitations, write_model_card
 
-    write_model_card(model, model_dir, model_name="hydra-minilm-l6", limitations=measured_limitations(results))
+    write_model_card(
+        model, model_dir, model_name="hydra-minilm-l6", limitations=measured_limitations(results, paired=paired)
+    )
     cards_dir = model_dir / "cards"
     for t in tasks:
         t.card.save(cards_dir / f"{t.name}.yaml")

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -114,3 +115,18 @@ def test_evaluate_task_splits_test_queries_by_train_pool(setup):
         assert whole == pytest.approx(scores["ndcg@10"])
     pseudo = replace(in_pool, train_source="400 pseudo-queries")
     assert set(evaluate_task(pseudo, model, {}, systems=("base",))["base"]) == {"ndcg@10", "mrr@10", "recall@100"}
+
+
+def test_evaluate_task_fills_per_query_scores_for_paired_comparisons(setup):
+    from hydra_st.hydra.evaluate import paired_against_base
+
+    model, tasks, _ = setup
+    per_query: dict = {}
+    res = evaluate_task(tasks[0], model, {}, systems=("base", "hydra"), per_query=per_query)
+    assert set(per_query) == {"base", "hydra"} and set(per_query["base"]) == set(tasks[0].test.ids)
+    assert np.mean(list(per_query["hydra"].values())) == pytest.approx(res["hydra"]["ndcg@10"])
+    paired = paired_against_base(per_query)
+    assert set(paired) == {"hydra"}  # no LOTO model was scored
+    assert paired["hydra"]["mean_difference"] == pytest.approx(res["hydra"]["ndcg@10"] - res["base"]["ndcg@10"])
+    with pytest.raises(ValueError, match="base model"):
+        paired_against_base({"hydra": per_query["hydra"]})
