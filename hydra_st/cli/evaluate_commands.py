@@ -1,4 +1,5 @@
-"""``hydra-st evaluate``: run the BM25 / dense / RRF baselines on datasets and score them."""
+"""``hydra-st evaluate``: run the BM25 / dense / RRF baselines on datasets and score them; ``hydra-st compare``: is one
+run file better than another, or is the difference query-to-query noise?"""
 
 from __future__ import annotations
 
@@ -30,6 +31,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_args(parser)
     parser.set_defaults(func=run_evaluate)
 
+    compare = subparsers.add_parser(
+        "compare",
+        help="compare two TREC run files on a dataset's qrels with paired significance tests",
+        description="Score two TREC run files against one qrels split and report, per metric, both means, their "
+        "difference, a paired bootstrap confidence interval and a paired randomization p-value over the judged "
+        "queries (a judged query missing from a run scores 0).",
+    )
+    compare.add_argument("run_a", help="TREC run file of system A")
+    compare.add_argument("run_b", help="TREC run file of system B (the baseline)")
+    compare.add_argument("--dataset", required=True, help="dataset name or path (its qrels are read)")
+    compare.add_argument("--split", default="test", help="qrels split (default: test)")
+    compare.add_argument("--metrics", nargs="+", default=["ndcg@10", "mrr@10", "recall@100"], help="metrics")
+    compare.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples and sign flips")
+    compare.add_argument("--seed", type=int, default=0, help="seed of the resampling (default: 0)")
+    compare.add_argument("--output", default=None, help="also write the comparison as JSON here")
+    add_data_args(compare)
+    compare.set_defaults(func=run_compare)
+
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from hydra_st.evaluation import DEFAULT_METRICS, format_table
@@ -48,4 +67,35 @@ def run_evaluate(args: argparse.Namespace) -> int:
             rows[f"{suite.dataset.name} / {retriever}"] = write_run_and_result(run, result, out_dir, retriever)
         print(f"wrote runs and results to {out_dir}")
     print(format_table(rows, ["queries", *metrics], row_header=f"dataset / retriever ({args.split})"))
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from hydra_st.data import load_qrels
+    from hydra_st.data.beir import resolve_dataset_folder
+    from hydra_st.evaluation import evaluate_run, format_table, paired_comparison, read_trec_run
+    from hydra_st.utils.io import atomic_write_json
+
+    qrels = load_qrels(resolve_dataset_folder(args.dataset, args.data_dir) / "qrels" / f"{args.split}.tsv")
+    runs = [read_trec_run(path) for path in (args.run_a, args.run_b)]
+    if not set(runs[0]) & set(qrels) or not set(runs[1]) & set(qrels):
+        raise ValueError(f"a run shares no query id with the {args.split} qrels of {args.dataset}: wrong dataset?")
+    a, b = (evaluate_run(qrels, run, metrics=args.metrics) for run in runs)
+    rows: dict[str, dict[str, float | str | None]] = {}
+    report = {"run_a": args.run_a, "run_b": args.run_b, "dataset": args.dataset, "split": args.split, "metrics": {}}
+    for metric in args.metrics:
+        a_by_query, b_by_query = ({q: v[metric] for q, v in r.per_query.items()} for r in (a, b))
+        paired = paired_comparison(a_by_query, b_by_query, resamples=args.resamples, seed=args.seed)
+        report["metrics"][metric] = {"a": a.aggregate[metric], "b": b.aggregate[metric], **paired.to_json()}
+        rows[metric] = {
+            "A": a.aggregate[metric],
+            "B": b.aggregate[metric],
+            "A − B": f"{paired.mean_difference:+.4f}",
+            "95% CI": f"{paired.ci_low:+.4f} to {paired.ci_high:+.4f}",
+            "p": paired.p_text.removeprefix("= "),
+        }
+    print(f"A = {args.run_a}\nB = {args.run_b}\n{args.dataset} / {args.split}: {a.num_queries} judged queries")
+    print(format_table(rows, ["A", "B", "A − B", "95% CI", "p"], row_header="metric"))
+    if args.output:
+        atomic_write_json(Path(args.output), report)
     return 0

@@ -3,6 +3,11 @@
 IR comparisons are paired: both systems answer the same queries. :func:`paired_comparison` reports the mean
 per-query difference with a bootstrap confidence interval and a two-sided paired randomization (sign-flip) test,
 the test Smucker, Allan and Carterette (CIKM 2007) recommend for IR. Both are seeded, so a report is reproducible.
+
+When only a few queries differ at all (recall@100 of two rankings that share most of their top 100, say), the
+percentile bootstrap interval comes out too narrow and can exclude 0 where the randomization test does not. Trust
+the p-value there: measured on scifact, RRF against dense recall@100 differs on 11 of 300 queries, and the interval
+is +0.0033 to +0.0467 at p = 0.067.
 """
 
 from __future__ import annotations
