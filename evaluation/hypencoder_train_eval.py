@@ -289,7 +289,7 @@ def card_summary(results: dict, label: str, key: str) -> tuple[dict[str, dict[st
             )
     for n in trained:
         paired = results.get("paired", {}).get(n)
-        if label == "hypencoder" and paired and paired["ci_low"] < 0 < paired["ci_high"]:
+        if label == "hypencoder" and paired and paired["p_value"] >= 0.05:
             lines.append(
                 f"- On {n} the difference to the matched bi-encoder, {paired['mean_difference']:+.4f} nDCG@10, is "
                 f"within query-to-query noise (95% CI {paired['ci_low']:+.4f} to {paired['ci_high']:+.4f}, paired "

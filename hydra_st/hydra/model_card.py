@@ -139,10 +139,10 @@ def measured_limitations(
     below = [t for t in tasks if results[t]["hydra"][metric] < results[t]["base"][metric]]
     parts.append(f"Below the base model on: {', '.join(below)}" if below else "No task is below the base model")
     if paired and all("hydra" in paired.get(t, {}) for t in tasks):
-        clear = [t for t in tasks if not paired[t]["hydra"]["ci_low"] <= 0 <= paired[t]["hydra"]["ci_high"]]
+        clear = [t for t in tasks if paired[t]["hydra"]["p_value"] < 0.05]
         parts.append(
-            f"The difference to the base model is larger than query-to-query noise (paired bootstrap 95% CI without "
-            f"0) on {len(clear)} of {len(tasks)} tasks" + (f" ({', '.join(clear)})" if clear else "")
+            f"The difference to the base model is larger than query-to-query noise (paired randomization test, "
+            f"p < 0.05) on {len(clear)} of {len(tasks)} tasks" + (f" ({', '.join(clear)})" if clear else "")
         )
     if all("hydra_loto" in results[t] for t in tasks):
         loto = mean("hydra_loto")

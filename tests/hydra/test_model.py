@@ -137,9 +137,9 @@ def test_card_states_its_measured_limitations(tiny_hydra, tmp_path):
     assert "the mean is 0.4350 (-0.0150): on a new task, expect less than the base model's score." in limitations
     assert "handful of tasks" in write_model_card(tiny_hydra, tmp_path / "plain").split("## Limitations")[1]
     assert "query-to-query noise" not in limitations  # no paired comparisons given
-    paired = {"a": {"hydra": {"ci_low": 0.004, "ci_high": 0.03}}, "b": {"hydra": {"ci_low": -0.02, "ci_high": 0.01}}}
+    paired = {"a": {"hydra": {"p_value": 0.01}}, "b": {"hydra": {"p_value": 0.4}}}
     with_paired = measured_limitations(results, paired=paired)
-    assert "larger than query-to-query noise (paired bootstrap 95% CI without 0) on 1 of 2 tasks (a)." in with_paired
+    assert "larger than query-to-query noise (paired randomization test, p < 0.05) on 1 of 2 tasks (a)." in with_paired
 
 
 def test_published_model_carries_the_current_remote_code():
