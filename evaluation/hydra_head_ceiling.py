@@ -15,8 +15,9 @@ A second table asks the opposite question: what do **training-free** transforms 
 with no hypernet at all? Centring queries and documents on the mean of the card's example documents (the one
 corpus statistic a card holds), on the whole corpus's mean (a reference a card does not hold), and removing the
 corpus's top principal direction ("all-but-the-top"); and shifting only the queries toward the documents by the gap
-between the card's example documents and example queries, or, as a reference no card holds, by the gap between the
-corpus mean and the test queries' mean (no judgments are read for either).
+between the card's example documents and example queries, by the gap between the corpus mean and the mean of the
+training-side queries Hydra trains on (train split or pseudo-queries, and dev: a seen-task baseline with no card and
+no training), or, as a reference, by the gap to the test queries' mean (no judgments are read for any of them).
 
 Loss: softmax cross-entropy of each relevant document (graded relevance as weight) against the base model's top 100
 non-relevant documents for that query, scale 20; Adam, full batch. A head trained by a card alone, for a task the
@@ -139,6 +140,8 @@ TRAINING_FREE = {
     "all_but_the_top_1": "centre both on the corpus mean, top principal direction removed",
     "card_query_shift_0.25": "queries + ¼ × (card documents' mean − card queries' mean)",
     "card_query_shift_0.5": "queries + ½ × (card documents' mean − card queries' mean)",
+    "train_query_shift_0.25": "queries + ¼ × (corpus mean − training-side queries' mean); seen tasks, no card",
+    "train_query_shift_0.5": "queries + ½ × (corpus mean − training-side queries' mean); seen tasks, no card",
     "oracle_query_shift_0.5": "queries + ½ × (corpus mean − test queries' mean); reference, not a card",
     "oracle_query_shift_1": "queries + (corpus mean − test queries' mean); reference, not a card",
 }
@@ -163,6 +166,8 @@ def training_free(task, card_doc_embeddings: np.ndarray, card_query_embeddings: 
     top = np.linalg.svd(docs[:20000] - corpus_mean, full_matrices=False)[2][:1]
     card_gap = card_doc_embeddings.mean(0) - card_query_embeddings.mean(0)
     oracle_gap = corpus_mean - test.embeddings.mean(0)
+    # the queries Hydra trains and selects on (train split or pseudo-queries, and dev): what a seen task has
+    train_gap = corpus_mean - np.concatenate([task.train.embeddings, task.dev.embeddings]).mean(0)
     both = {
         "card_mean_0.5": (card_mean, 0.5, None),
         "card_mean_1": (card_mean, 1.0, None),
@@ -174,6 +179,8 @@ def training_free(task, card_doc_embeddings: np.ndarray, card_query_embeddings: 
     shifts = {
         "card_query_shift_0.25": 0.25 * card_gap,
         "card_query_shift_0.5": 0.5 * card_gap,
+        "train_query_shift_0.25": 0.25 * train_gap,
+        "train_query_shift_0.5": 0.5 * train_gap,
         "oracle_query_shift_0.5": 0.5 * oracle_gap,
         "oracle_query_shift_1": oracle_gap,
     }

@@ -84,6 +84,10 @@ def test_training_free_transforms_centre_and_project(ceiling):
         embeddings=_normalised(docs[:5] + 0.1),
         qrels={f"q{i}": {f"d{i}": 1} for i in range(5)},
     )
-    task = types.SimpleNamespace(test=test, doc_embeddings=docs, doc_ids=[f"d{i}" for i in range(30)])
+    train = types.SimpleNamespace(embeddings=_normalised(docs[5:10] + 0.1))
+    dev = types.SimpleNamespace(embeddings=_normalised(docs[10:12] + 0.1))
+    task = types.SimpleNamespace(
+        test=test, train=train, dev=dev, doc_embeddings=docs, doc_ids=[f"d{i}" for i in range(30)]
+    )
     scores = ceiling.training_free(task, docs[:3], test.embeddings[:2])
     assert set(scores) == set(ceiling.TRAINING_FREE) and all(0.0 <= v <= 1.0 for v in scores.values())
