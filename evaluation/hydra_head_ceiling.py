@@ -17,7 +17,8 @@ corpus statistic a card holds), on the whole corpus's mean (a reference a card d
 corpus's top principal direction ("all-but-the-top"); and shifting only the queries toward the documents by the gap
 between the card's example documents and example queries, by the gap between the corpus mean and the mean of the
 training-side queries Hydra trains on (train split or pseudo-queries, and dev: a seen-task baseline with no card and
-no training), or, as a reference, by the gap to the test queries' mean (no judgments are read for any of them).
+no training), by the *other* tasks' mean gap with a step picked on their dev queries (a leave-one-task-out map with
+no card), or, as a reference, by the gap to the test queries' mean (no test judgments are read for any of them).
 
 Loss: softmax cross-entropy of each relevant document (graded relevance as weight) against the base model's top 100
 non-relevant documents for that query, scale 20; Adam, full batch. A head trained by a card alone, for a task the
@@ -142,6 +143,7 @@ TRAINING_FREE = {
     "card_query_shift_0.5": "queries + ½ × (card documents' mean − card queries' mean)",
     "train_query_shift_0.25": "queries + ¼ × (corpus mean − training-side queries' mean); seen tasks, no card",
     "train_query_shift_0.5": "queries + ½ × (corpus mean − training-side queries' mean); seen tasks, no card",
+    "shared_query_shift_loto": "queries + α × the other tasks' mean gap, α picked on their dev queries; held-out task",
     "oracle_query_shift_0.5": "queries + ½ × (corpus mean − test queries' mean); reference, not a card",
     "oracle_query_shift_1": "queries + (corpus mean − test queries' mean); reference, not a card",
 }
@@ -189,6 +191,35 @@ def training_free(task, card_doc_embeddings: np.ndarray, card_query_embeddings: 
     for name, (queries, documents) in pairs.items():
         run = dense_run(queries, test.ids, documents, task.doc_ids, top_k=100)
         out[name] = evaluate_run(test.qrels, run, metrics=["ndcg@10"]).aggregate["ndcg@10"]
+    return out
+
+
+SHIFT_ALPHAS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+
+
+def _query_gap(task) -> np.ndarray:
+    """Corpus mean minus the mean of the training-side queries (train split or pseudo-queries, and dev)."""
+    return task.doc_embeddings.mean(0) - np.concatenate([task.train.embeddings, task.dev.embeddings]).mean(0)
+
+
+def _shifted_ndcg(task, split, shift: np.ndarray) -> float:
+    queries = getattr(task, split)
+    run = dense_run(centred(queries.embeddings, -shift, 1.0), queries.ids, task.doc_embeddings, task.doc_ids, 100)
+    return evaluate_run(queries.qrels, run, metrics=["ndcg@10"]).aggregate["ndcg@10"]
+
+
+def shared_query_shift(tasks) -> dict[str, dict]:
+    """Leave-one-task-out with one card-free, training-free map: for each held-out task, shift its test queries by
+    ``α ×`` the mean query-to-corpus gap of the other tasks, with ``α`` (from :data:`SHIFT_ALPHAS`) the one whose mean
+    dev nDCG@10 over those other tasks is highest. Nothing of the held-out task is read but its test queries."""
+    gaps = {t.name: _query_gap(t) for t in tasks}
+    out = {}
+    for task in tasks:
+        others = [o for o in tasks if o.name != task.name]
+        shared = np.mean([gaps[o.name] for o in others], axis=0)
+        dev = {a: statistics.mean(_shifted_ndcg(o, "dev", a * shared) for o in others) for a in SHIFT_ALPHAS}
+        alpha = max(dev, key=dev.__getitem__)
+        out[task.name] = {"alpha": alpha, "ndcg@10": _shifted_ndcg(task, "test", alpha * shared)}
     return out
 
 
@@ -305,6 +336,9 @@ def render(results: dict, argv: list[str]) -> str:
             gains = [r["training_free"][key] - r["base"] for r in rows.values()]
             cells = " | ".join(f"{g:+.4f}" for g in gains)
             lines.append(f"| {label} | {cells} | **{statistics.mean(gains):+.4f}** |")
+        if all("shared_query_shift_alpha" in r for r in rows.values()):
+            picked = ", ".join(f"{name} {r['shared_query_shift_alpha']:g}" for name, r in rows.items())
+            lines += ["", f"Steps α the other tasks' dev queries picked for the shared query shift: {picked}."]
     lines += [
         "",
         f"Settings: up to {results['steps']} full-batch Adam steps, learning rate {results['lr']}, scored every "
@@ -340,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
         rows[task.name]["training_free"] = training_free(
             task, np.asarray(card_docs, dtype=np.float32), np.asarray(card_queries, dtype=np.float32)
         )
+    for name, shifted in shared_query_shift(tasks).items():
+        rows[name]["training_free"]["shared_query_shift_loto"] = shifted["ndcg@10"]
+        rows[name]["shared_query_shift_alpha"] = shifted["alpha"]
     results = {
         "tasks": rows,
         "summary": summarise(rows),

@@ -90,4 +90,31 @@ def test_training_free_transforms_centre_and_project(ceiling):
         test=test, train=train, dev=dev, doc_embeddings=docs, doc_ids=[f"d{i}" for i in range(30)]
     )
     scores = ceiling.training_free(task, docs[:3], test.embeddings[:2])
-    assert set(scores) == set(ceiling.TRAINING_FREE) and all(0.0 <= v <= 1.0 for v in scores.values())
+    assert set(scores) == set(ceiling.TRAINING_FREE) - {"shared_query_shift_loto"}
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
+
+
+def test_shared_query_shift_picks_its_step_on_the_other_tasks(ceiling):
+    rng = np.random.default_rng(2)
+
+    def task(name, offset):
+        docs = _normalised(rng.normal(size=(40, 6)))
+        queries = _normalised(docs[:12] + offset)  # every query is its document moved away by the same offset
+
+        def split(rows):
+            qrels = {f"{name}-q{i}": {f"{name}-d{i}": 1} for i in rows}
+            return types.SimpleNamespace(ids=list(qrels), embeddings=queries[rows], qrels=qrels)
+
+        return types.SimpleNamespace(
+            name=name, doc_embeddings=docs, doc_ids=[f"{name}-d{i}" for i in range(40)],
+            train=split(list(range(6))), dev=split(list(range(6, 9))), test=split(list(range(9, 12))),
+        )  # fmt: skip
+
+    offset = np.full(6, 0.8, dtype=np.float32)
+    tasks = [task(n, offset) for n in ("a", "b", "c")]
+    shifted = ceiling.shared_query_shift(tasks)
+    assert set(shifted) == {"a", "b", "c"}
+    # the shared offset is learnable from the other tasks: a positive step, and every held-out task gains
+    for t in tasks:
+        assert shifted[t.name]["alpha"] > 0
+        assert shifted[t.name]["ndcg@10"] > ceiling._shifted_ndcg(t, "test", np.zeros(6, dtype=np.float32))
