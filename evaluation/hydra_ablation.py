@@ -81,6 +81,8 @@ VARIANTS = {
                          lambda card: replace(card, example_queries=(), example_documents=()), "default"),
     "one_shared_card": ("every task gets the same generic card (no task information)", _same,
                         lambda card: SHARED_CARD, "default"),
+    "query_shift": ("+ a query-only shift toward the documents (α × the corpus − training-query mean gap, α on dev)",
+                    lambda c: replace(c, query_shift=True), None, "default"),
 }  # fmt: skip
 
 
@@ -125,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ndcg@10": scores,
                 "gates": summary.get("gates"),
                 "best_dev": summary.get("best_dev"),
+                **({"query_shift": summary["query_shift"]} if "query_shift" in summary else {}),
                 "seconds": time.perf_counter() - start,
             }
             if args.loto:

@@ -113,9 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--seed", type=int, default=None, help="training seed (default: the pipeline's, 0)")
     parser.add_argument("--no-gate", action="store_true", help="no fallback gate (the head as trained, every task)")
+    parser.add_argument("--query-shift", action="store_true", help="also calibrate a query-only shift (see README)")
     parser.add_argument("--results", default=str(RESULTS), help="where hydra.md / hydra.json are written")
     args = parser.parse_args(argv)
-    config = PipelineConfig(tasks=tuple(args.tasks.split(",")), loto=not args.no_loto, gated=not args.no_gate)
+    config = PipelineConfig(
+        tasks=tuple(args.tasks.split(",")), loto=not args.no_loto, gated=not args.no_gate, query_shift=args.query_shift
+    )
     if args.seed is not None:
         config = replace(config, training=replace(config.training, seed=args.seed))
     if args.epochs is not None:
@@ -149,7 +152,15 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 k: report["training"][k]
-                for k in ("steps", "best_dev", "trainable_parameters", "generated_parameters_per_head", "gates")
+                for k in (
+                    "steps",
+                    "best_dev",
+                    "trainable_parameters",
+                    "generated_parameters_per_head",
+                    "gates",
+                    "query_shift",
+                )
+                if k in report["training"]
             },
             indent=2,
         ),

@@ -39,7 +39,8 @@ def hydra_run(
     head = model.head
     head.eval()
     params = {k: v.float().cpu() for k, v in head.compile_card(card).items()}
-    q = apply_head(params, torch.from_numpy(np.asarray(query_emb, dtype=np.float32)), layer_norm=head.layer_norm)
+    queries = torch.from_numpy(np.asarray(query_emb, dtype=np.float32))
+    q = apply_head(params, queries, layer_norm=head.layer_norm, is_query=True)
     d = apply_head(params, torch.from_numpy(np.asarray(doc_emb, dtype=np.float32)), layer_norm=head.layer_norm)
     return dense_run(q.numpy(), query_ids, d.numpy(), doc_ids, top_k=top_k)
 

@@ -42,6 +42,7 @@ class Hydra(SentenceTransformer):
         layer_norm: bool = True,
         device: str = "cpu",
         gated: bool = False,
+        query_shift: bool = False,
     ) -> Hydra:
         """Build an (untrained) Hydra on a frozen base model.
 
@@ -55,6 +56,7 @@ class Hydra(SentenceTransformer):
             device: Device to put the model on.
             gated: Give the head a fallback gate to the base embedding, calibrated after training
                 (needs ``out_dim`` equal to the base dimension).
+            query_shift: Give the head a query-only shift toward the documents, calibrated after training.
         """
         if base is None or isinstance(base, str):
             from hydra_st.hub.offline import load_base_model
@@ -78,6 +80,7 @@ class Hydra(SentenceTransformer):
             hidden_dim=hidden_dim,
             layer_norm=layer_norm,
             gated=gated,
+            query_shift=query_shift,
         )
         model = cls(modules=[*modules, head], device=device, similarity_fn_name="cosine")
         for p in model.parameters():

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hydra_st.utils.io import atomic_write_json, atomic_write_text
 
 from .evaluate import (
@@ -50,6 +52,8 @@ class PipelineConfig:
             :func:`~hydra_st.hydra.evaluate.aggregate_gains`): ``"mean"``, ``"min"`` or ``"penalized"``.
         gated: Give the head a fallback gate and calibrate it after training: a task whose dev gain over the base
             is not positive gets exactly the base model (needs ``out_dim`` = the base dimension).
+        query_shift: Give the head a query-only shift toward the documents, calibrated after training (and after
+            the gate) by :func:`calibrate_query_shift`.
     """
 
     tasks: Sequence[str] = QUICKSTART_TASKS
@@ -61,6 +65,7 @@ class PipelineConfig:
     loto: bool = True
     dev_aggregate: str = "penalized"
     gated: bool = True
+    query_shift: bool = False
 
 
 def load_tasks(
@@ -100,7 +105,9 @@ def train_model(
     from hydra_st.teachers import BM25Teacher
 
     torch.manual_seed(config.training.seed)  # the hypernet's initialisation is part of the run's determinism
-    model = Hydra.from_base(base, out_dim=config.out_dim, rank=config.rank, gated=config.gated)
+    model = Hydra.from_base(
+        base, out_dim=config.out_dim, rank=config.rank, gated=config.gated, query_shift=config.query_shift
+    )
     prefs = {t.name: task_preferences(t, BM25Teacher, config.preferences, cache_dir) for t in tasks}
     base_dev = base_dev_scores(tasks)
     training = TrainingConfig(**{**asdict(config.training), "show_progress_bar": show_progress_bar})
@@ -118,8 +125,49 @@ def train_model(
         # those gains were measured when the state was kept; only a resume that ran no dev step has to re-measure
         trainer.calibrate_gate(trainer.best_dev_per_task or dev_gains(model, tasks, base_dev))
         summary = trainer.summary()
+    if config.query_shift:
+        summary["query_shift"] = calibrate_query_shift(model, tasks)
     summary["base_dev"] = base_dev
     return model, summary
+
+
+QUERY_SHIFT_STEPS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
+"""The steps α :func:`calibrate_query_shift` chooses from (0: no shift)."""
+
+
+def query_gap(task: TaskData) -> np.ndarray:
+    """The corpus's mean embedding minus the mean of ``task``'s training queries (base model space)."""
+    queries = task.train.embeddings
+    if queries is None or not len(queries):
+        raise ValueError(f"{task.name}: no training queries to estimate the query-to-corpus gap from")
+    return np.asarray(task.doc_embeddings.mean(0) - queries.mean(0), dtype=np.float32)
+
+
+def calibrate_query_shift(model: Hydra, tasks: Sequence[TaskData], steps: Sequence[float] = QUERY_SHIFT_STEPS) -> dict:
+    """Fit the head's query shift: task ``t`` gets ``α ·`` :func:`query_gap` ``(t)``, one ``α`` for all tasks.
+
+    ``α`` is the step whose mean dev nDCG@10 over the tasks is highest (the first on ties, so no shift unless it
+    helps). A new card gets the ridge prediction of :func:`~hydra_st.hydra.generator.calibrate_query_shift`,
+    about ``α`` times the training tasks' mean gap. Reads the training queries' embeddings and the dev qrels only.
+    """
+    import torch
+
+    from .evaluate import dev_score
+    from .generator import calibrate_query_shift as fit
+
+    head = model.head
+    with torch.no_grad():
+        conds = torch.stack([head.conditioning(t.card) for t in tasks]).float().cpu()
+    gaps = torch.from_numpy(np.stack([query_gap(t) for t in tasks]))
+    dev = {}
+    for step in steps:
+        fit(head.generator, conds, step * gaps)
+        head.clear_cache()
+        dev[step] = dev_score(model, tasks)
+    best = max(dev, key=dev.__getitem__)
+    fit(head.generator, conds, best * gaps)
+    head.clear_cache()
+    return {"step": best, "dev_by_step": dev}
 
 
 def run_pipeline(

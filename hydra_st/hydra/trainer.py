@@ -85,9 +85,12 @@ class _HeadFn(nn.Module):
         self.generator = head.generator
         self.layer_norm = head.layer_norm
 
-    def forward(self, card_features: torch.Tensor, view_mask: torch.Tensor, *embs: torch.Tensor) -> list[torch.Tensor]:
+    def forward(
+        self, card_features: torch.Tensor, view_mask: torch.Tensor, queries: torch.Tensor, *docs: torch.Tensor
+    ) -> list[torch.Tensor]:
         params = self.generator(self.card_encoder.condition(card_features, view_mask))
-        return [apply_head(params, e, layer_norm=self.layer_norm) for e in embs]
+        head = [apply_head(params, queries, layer_norm=self.layer_norm, is_query=True)]
+        return head + [apply_head(params, d, layer_norm=self.layer_norm) for d in docs]
 
 
 @dataclass
@@ -230,12 +233,12 @@ class HydraTrainer:
         if resume_from is None:
             self.init_base_projection()
         fn = _HeadFn(self.head)
-        # the fallback gate (gated heads) is not trained with the head: calibrate_gate fits it afterwards. It is left
-        # out of the optimizer, and requires_grad is off too so that autograd (and DDP under torchrun) does not expect
-        # a gradient for it.
+        # the fallback gate and the query shift are not trained with the head: they are calibrated afterwards. They
+        # are left out of the optimizer, and requires_grad is off too so that autograd (and DDP under torchrun) does
+        # not expect a gradient for them.
         trainable = [*self.head.card_encoder.parameters(), *self.head.generator.head_parameters()]
-        if self.head.generator.gated:
-            self.head.generator.to_gate.requires_grad_(False)
+        for p in self.head.generator.calibrated_parameters():
+            p.requires_grad_(False)
         optimizer = torch.optim.AdamW(trainable, lr=self.config.learning_rate, weight_decay=self.config.weight_decay)
         if resume_from is not None:
             self._load_checkpoint(Path(resume_from), optimizer)

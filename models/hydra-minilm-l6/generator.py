@@ -28,12 +28,18 @@ class ProjectionHeadGenerator(nn.Module):
     task gets exactly the base model. The gate is not trained with the head; :func:`calibrate_gate` fits it after
     training from the tasks' dev results, so a task whose dev queries show no gain falls back to the base model.
 
+    With ``query_shift=True`` it also writes a *query shift* ``s(c)`` (``in_dim``), added to query embeddings only,
+    ``normalize(x + s)``, before the head: the base model's queries and documents sit in different regions of its
+    space, and moving queries toward the documents is a map a shared head cannot express. It is zero (no shift) until
+    :func:`calibrate_query_shift` fits it after training.
+
     Args:
         in_dim: Base embedding dimension.
         out_dim: Head output dimension.
         cond_dim: Conditioning vector dimension.
         rank: Rank of the card-dependent update of ``W``.
         gated: Also generate the fallback gate (opened wide until calibrated).
+        query_shift: Also generate the query shift (zero until calibrated).
 
     Example:
         >>> gen = ProjectionHeadGenerator(in_dim=8, out_dim=4, cond_dim=3, rank=2)
@@ -43,7 +49,13 @@ class ProjectionHeadGenerator(nn.Module):
     """
 
     def __init__(
-        self, in_dim: int = 384, out_dim: int = 256, cond_dim: int = 64, rank: int = 6, gated: bool = False
+        self,
+        in_dim: int = 384,
+        out_dim: int = 256,
+        cond_dim: int = 64,
+        rank: int = 6,
+        gated: bool = False,
+        query_shift: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("in_dim", in_dim), ("out_dim", out_dim), ("cond_dim", cond_dim), ("rank", rank)):
@@ -57,6 +69,7 @@ class ProjectionHeadGenerator(nn.Module):
                 f"({in_dim}); use out_dim={in_dim} or gated=False"
             )
         self.in_dim, self.out_dim, self.cond_dim, self.rank, self.gated = in_dim, out_dim, cond_dim, rank, gated
+        self.query_shift = query_shift
         basis = torch.eye(in_dim)[:, :out_dim].clone()
         self.base_weight = nn.Parameter(basis)  # W0, [in, out]
         self.base_bias = nn.Parameter(torch.zeros(out_dim))
@@ -73,15 +86,23 @@ class ProjectionHeadGenerator(nn.Module):
             self.to_gate = nn.Linear(cond_dim, 1)
             nn.init.zeros_(self.to_gate.weight)
             nn.init.constant_(self.to_gate.bias, GATE_OPEN_LOGIT)  # open (g ≈ 1) until calibrated
+        if query_shift:  # built last, so a head without it draws the same initial weights as before
+            self.to_query_shift = nn.Linear(cond_dim, in_dim)
+            nn.init.zeros_(self.to_query_shift.weight)
+            nn.init.zeros_(self.to_query_shift.bias)
 
     def generated_parameter_count(self) -> int:
         """Number of parameters of one generated head (W, b, scale, shift, and the gate when gated)."""
-        return self.in_dim * self.out_dim + 3 * self.out_dim + int(self.gated)
+        return self.in_dim * self.out_dim + 3 * self.out_dim + int(self.gated) + self.in_dim * int(self.query_shift)
 
     def head_parameters(self) -> list[nn.Parameter]:
-        """The parameters trained with the head (everything but the gate, which is calibrated afterwards)."""
-        gate = {id(p) for p in self.to_gate.parameters()} if self.gated else set()
-        return [p for p in self.parameters() if id(p) not in gate]
+        """The parameters trained with the head (all but the gate and the query shift, calibrated afterwards)."""
+        return [p for p in self.parameters() if id(p) not in {id(q) for q in self.calibrated_parameters()}]
+
+    def calibrated_parameters(self) -> list[nn.Parameter]:
+        """The gate's and the query shift's parameters: fitted after training, never by the optimizer."""
+        modules = [m for flag, m in ((self.gated, "to_gate"), (self.query_shift, "to_query_shift")) if flag]
+        return [p for name in modules for p in getattr(self, name).parameters()]
 
     @torch.no_grad()
     def init_base_from_embeddings(self, embeddings: torch.Tensor, center: bool = True) -> None:
@@ -115,6 +136,8 @@ class ProjectionHeadGenerator(nn.Module):
         }
         if self.gated:
             params["gate"] = torch.sigmoid(self.to_gate(cond))
+        if self.query_shift:
+            params["query_shift"] = self.to_query_shift(cond)
         return params
 
 
@@ -143,18 +166,58 @@ def calibrate_gate(generator: ProjectionHeadGenerator, conds: torch.Tensor, open
         raise ValueError("this head has no gate (built with gated=False)")
     if conds.ndim != 2 or conds.shape != (len(open_), generator.cond_dim):
         raise ValueError(f"need conditioning vectors [n_tasks, {generator.cond_dim}], got {tuple(conds.shape)}")
+    target = torch.where(torch.as_tensor(open_, dtype=torch.bool), GATE_OPEN_LOGIT, -GATE_OPEN_LOGIT).double()
+    _ridge_into(generator.to_gate, conds, target.view(-1, 1), ridge)
+
+
+@torch.no_grad()
+def calibrate_query_shift(
+    generator: ProjectionHeadGenerator, conds: torch.Tensor, shifts: torch.Tensor, ridge: float = 1e-3
+) -> None:
+    """Fit the query shift so that task ``i`` (conditioning ``conds[i]``) gets ``shifts[i]`` (``[n_tasks, in_dim]``).
+
+    The same closed-form ridge regression as :func:`calibrate_gate`: the training tasks get (close to) their own
+    shift, and a card at their mean gets the mean shift, the part all tasks share.
+
+    Example:
+        >>> gen = ProjectionHeadGenerator(in_dim=4, out_dim=4, cond_dim=3, rank=1, query_shift=True)
+        >>> conds, shifts = torch.eye(3)[:2], torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]])
+        >>> calibrate_query_shift(gen, conds, shifts)
+        >>> [round(float(v), 2) for v in gen(conds.mean(0))["query_shift"]]
+        [0.5, 0.5, 0.0, 0.0]
+    """
+    if not generator.query_shift:
+        raise ValueError("this head has no query shift (built with query_shift=False)")
+    if conds.ndim != 2 or conds.shape[1] != generator.cond_dim or shifts.shape != (len(conds), generator.in_dim):
+        raise ValueError(
+            f"need conditioning vectors [n_tasks, {generator.cond_dim}] and shifts [n_tasks, {generator.in_dim}], "
+            f"got {tuple(conds.shape)} and {tuple(shifts.shape)}"
+        )
+    _ridge_into(generator.to_query_shift, conds, shifts.double(), ridge)
+
+
+def _ridge_into(layer: nn.Linear, conds: torch.Tensor, target: torch.Tensor, ridge: float) -> None:
+    """Set ``layer`` (cond_dim → k) to the ridge regression of ``target`` ([n, k]) on the centred ``conds``."""
     mean = conds.double().mean(0)
     c = conds.double() - mean
-    target = torch.where(torch.as_tensor(open_, dtype=torch.bool), GATE_OPEN_LOGIT, -GATE_OPEN_LOGIT).double()
     gram = c @ c.T
     scale = float(gram.diagonal().mean()) or 1.0
-    weight = c.T @ torch.linalg.solve(gram + ridge * scale * torch.eye(len(c), dtype=c.dtype), target - target.mean())
-    generator.to_gate.weight.copy_(weight.view(1, -1).to(generator.to_gate.weight.dtype))
-    generator.to_gate.bias.fill_(float(target.mean() - weight @ mean))
+    centred = target - target.mean(0)
+    coef = torch.linalg.solve(gram + ridge * scale * torch.eye(len(c), dtype=c.dtype), centred)  # [n, k]
+    weight = (c.T @ coef).T  # [k, cond_dim]
+    layer.weight.copy_(weight.to(layer.weight.dtype))
+    layer.bias.copy_((target.mean(0) - weight @ mean).to(layer.bias.dtype))
 
 
-def apply_head(params: HeadParams, x: torch.Tensor, layer_norm: bool = True, eps: float = 1e-5) -> torch.Tensor:
-    """Apply a generated head to embeddings ``x`` ([..., in_dim]) and L2-normalise the result."""
+def apply_head(
+    params: HeadParams, x: torch.Tensor, layer_norm: bool = True, eps: float = 1e-5, is_query: bool = False
+) -> torch.Tensor:
+    """Apply a generated head to embeddings ``x`` ([..., in_dim]) and L2-normalise the result.
+
+    ``is_query``: ``x`` holds query embeddings, which get the head's query shift first (when it has one).
+    """
+    if is_query and "query_shift" in params:
+        x = nn.functional.normalize(x + params["query_shift"], dim=-1)
     h = x @ params["weight"] + params["bias"]
     if layer_norm:
         h = nn.functional.layer_norm(h, (h.shape[-1],), eps=eps) * params["scale"] + params["shift"]

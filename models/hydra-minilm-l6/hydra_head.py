@@ -71,6 +71,8 @@ class HydraHead(Module):
         default_card: A card mapping used when ``encode`` gets no ``task_card``.
         gated: Also generate a gate that falls back to the base embedding (needs ``out_dim == in_dim``; see
             :class:`ProjectionHeadGenerator`).
+        query_shift: Also generate a shift applied to query embeddings only (``encode_query``; see
+            :class:`ProjectionHeadGenerator`).
 
     Example:
         >>> from sentence_transformers import SentenceTransformer
@@ -80,9 +82,10 @@ class HydraHead(Module):
     """
 
     config_keys: list[str] = [
-        "in_dim", "out_dim", "cond_dim", "rank", "hidden_dim", "layer_norm", "default_card", "gated",
+        "in_dim", "out_dim", "cond_dim", "rank", "hidden_dim", "layer_norm", "default_card", "gated", "query_shift",
     ]  # fmt: skip
-    forward_kwargs: set[str] = {"task_card"}
+    # "task" is "query" under encode_query and "document" under encode_document (sentence-transformers sets it)
+    forward_kwargs: set[str] = {"task_card", "task"}
 
     def __init__(
         self,
@@ -94,15 +97,18 @@ class HydraHead(Module):
         layer_norm: bool = True,
         default_card: dict[str, Any] | None = None,
         gated: bool = False,
+        query_shift: bool = False,
     ) -> None:
         super().__init__()
         self.in_dim, self.out_dim, self.cond_dim, self.rank, self.gated = in_dim, out_dim, cond_dim, rank, gated
+        self.query_shift = bool(query_shift)
         self.hidden_dim, self.layer_norm = hidden_dim, bool(layer_norm)
         self.default_card = card_to_mapping(default_card) if default_card is not None else None
         self.card_encoder = TaskCardEncoder(embed_dim=in_dim, cond_dim=cond_dim, hidden_dim=hidden_dim)
         self.generator = ProjectionHeadGenerator(
-            in_dim=in_dim, out_dim=out_dim, cond_dim=cond_dim, rank=rank, gated=bool(gated)
-        )
+            in_dim=in_dim, out_dim=out_dim, cond_dim=cond_dim, rank=rank, gated=bool(gated),
+            query_shift=self.query_shift,
+        )  # fmt: skip
         self._head_cache: dict[str, tuple[tuple[int, ...], HeadParams]] = {}
         self._model_ref: weakref.ReferenceType | None = None
 
@@ -168,7 +174,7 @@ class HydraHead(Module):
         return params
 
     def forward(
-        self, features: dict[str, torch.Tensor], task_card: Any = None, **kwargs: Any
+        self, features: dict[str, torch.Tensor], task_card: Any = None, task: str | None = None, **kwargs: Any
     ) -> dict[str, torch.Tensor]:
         emb = features["sentence_embedding"]
         if emb.shape[-1] != self.in_dim:
@@ -178,7 +184,9 @@ class HydraHead(Module):
             )
         params = self.compile_card(task_card)
         params = {k: v.to(device=emb.device, dtype=torch.float32) for k, v in params.items()}
-        features["sentence_embedding"] = apply_head(params, emb.float(), layer_norm=self.layer_norm).to(emb.dtype)
+        features["sentence_embedding"] = apply_head(
+            params, emb.float(), layer_norm=self.layer_norm, is_query=task == "query"
+        ).to(emb.dtype)
         return features
 
     def get_embedding_dimension(self) -> int:

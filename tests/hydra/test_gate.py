@@ -11,8 +11,7 @@ from hydra_st.hydra import Hydra, ProjectionHeadGenerator, TaskCard
 from hydra_st.hydra.evaluate import base_dev_scores, dev_gains
 from hydra_st.hydra.generator import GATE_OPEN_LOGIT, apply_head, calibrate_gate
 from hydra_st.hydra.trainer import HydraTrainer, TrainingConfig
-
-from .test_trainer import make_task
+from tests.hydra.synthetic import make_task
 
 TEXTS = ["cats purr when content", "stock markets fell sharply"]
 
