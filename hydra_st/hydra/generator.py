@@ -31,7 +31,8 @@ class ProjectionHeadGenerator(nn.Module):
     With ``query_shift=True`` it also writes a *query shift* ``s(c)`` (``in_dim``), added to query embeddings only,
     ``normalize(x + s)``, before the head: the base model's queries and documents sit in different regions of its
     space, and moving queries toward the documents is a map a shared head cannot express. It is zero (no shift) until
-    :func:`calibrate_query_shift` fits it after training.
+    :func:`calibrate_query_shift` fits it after training. The gate mixes with the shifted query, so with a shift a
+    closed gate gives the base model's documents and its shifted queries.
 
     Args:
         in_dim: Base embedding dimension.
