@@ -78,9 +78,9 @@ def _metrics(name: str, qrels: dict, run: dict) -> tuple[dict[str, float], dict[
         groups = split_by_train_overlap(qrels, train_qrels(name))
         for label, group in zip(("train_pool", "new_pool"), groups, strict=True):
             if group:
-                metrics[f"ndcg@10/{label}"] = sum(result.per_query[q]["ndcg@10"] for q in sorted(group)) / len(group)
+                metrics[f"ndcg@10/{label}"] = result.mean_over(group, "ndcg@10")
                 metrics[f"queries/{label}"] = len(group)
-    return metrics, {q: v["ndcg@10"] for q, v in result.per_query.items()}
+    return metrics, result.by_query("ndcg@10")
 
 
 def evaluate_base(name: str, model) -> dict[str, float]:

@@ -84,8 +84,7 @@ def run_compare(args: argparse.Namespace) -> int:
     rows: dict[str, dict[str, float | str | None]] = {}
     report = {"run_a": args.run_a, "run_b": args.run_b, "dataset": args.dataset, "split": args.split, "metrics": {}}
     for metric in args.metrics:
-        a_by_query, b_by_query = ({q: v[metric] for q, v in r.per_query.items()} for r in (a, b))
-        paired = paired_comparison(a_by_query, b_by_query, resamples=args.resamples, seed=args.seed)
+        paired = paired_comparison(a.by_query(metric), b.by_query(metric), resamples=args.resamples, seed=args.seed)
         report["metrics"][metric] = {"a": a.aggregate[metric], "b": b.aggregate[metric], **paired.to_json()}
         rows[metric] = {
             "A": a.aggregate[metric],

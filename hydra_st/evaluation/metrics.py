@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +83,24 @@ class EvaluationResult:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`to_json` to ``path`` atomically."""
         atomic_write_json(path, self.to_json())
+
+    def by_query(self, metric: str) -> dict[str, float]:
+        """One metric's value per query, ``{query_id: value}`` (the input of a paired comparison)."""
+        return {qid: values[metric] for qid, values in self.per_query.items()}
+
+    def mean_over(self, query_ids: Iterable[str], metric: str) -> float:
+        """Mean of ``metric`` over the judged queries among ``query_ids`` (summed in id order, so the result's last
+        bits do not depend on the order of a set); raises ValueError when none of them is judged.
+
+        Example:
+            >>> result = EvaluationResult({"ndcg@10": 0.5}, {"a": {"ndcg@10": 1.0}, "b": {"ndcg@10": 0.0}})
+            >>> result.mean_over({"a", "z"}, "ndcg@10")
+            1.0
+        """
+        judged = sorted(q for q in query_ids if q in self.per_query)
+        if not judged:
+            raise ValueError("none of the given queries is judged")
+        return sum(self.per_query[q][metric] for q in judged) / len(judged)
 
 
 def evaluate_run(

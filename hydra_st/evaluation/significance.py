@@ -64,7 +64,8 @@ def paired_comparison(
     """Compare two systems' per-query scores (``{query_id: score}``, the same queries on both sides).
 
     Args:
-        a: Per-query scores of system A, e.g. ``{q: m["ndcg@10"] for q, m in result.per_query.items()}``.
+        a: Per-query scores of system A, e.g. ``result.by_query("ndcg@10")`` of an
+            :class:`~hydra_st.evaluation.EvaluationResult`.
         b: Per-query scores of system B on the same queries.
         resamples: Bootstrap resamples and random sign flips.
         confidence: Level of the bootstrap (percentile) interval.

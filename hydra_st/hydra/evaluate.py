@@ -76,13 +76,12 @@ def _scores(
     ``per_query``, when given, receives each query's nDCG@10 (for paired comparisons)."""
     result = evaluate_run(qrels, run, metrics=METRICS)
     if per_query is not None:
-        per_query.update({q: v["ndcg@10"] for q, v in result.per_query.items()})
+        per_query.update(result.by_query("ndcg@10"))
     scores = dict(result.aggregate)
     for label, group in zip(POOLS, pools, strict=True) if pools is not None else ():
-        # sorted: a set's order follows the hash seed, and with it the last bits of the sum
-        judged = sorted(q for q in group if q in result.per_query)
+        judged = [q for q in group if q in result.per_query]
         if judged:
-            scores[f"ndcg@10/{label}"] = sum(result.per_query[q]["ndcg@10"] for q in judged) / len(judged)
+            scores[f"ndcg@10/{label}"] = result.mean_over(judged, "ndcg@10")
             scores[f"queries/{label}"] = len(judged)
     return scores
 

@@ -98,7 +98,8 @@ class ProjectionHeadGenerator(nn.Module):
 
     def head_parameters(self) -> list[nn.Parameter]:
         """The parameters trained with the head (all but the gate and the query shift, calibrated afterwards)."""
-        return [p for p in self.parameters() if id(p) not in {id(q) for q in self.calibrated_parameters()}]
+        calibrated = {id(p) for p in self.calibrated_parameters()}
+        return [p for p in self.parameters() if id(p) not in calibrated]
 
     def calibrated_parameters(self) -> list[nn.Parameter]:
         """The gate's and the query shift's parameters: fitted after training, never by the optimizer."""
