@@ -83,6 +83,8 @@ VARIANTS = {
                         lambda card: SHARED_CARD, "default"),
     "query_shift": ("+ a query-only shift toward the documents (α × the corpus − training-query mean gap, α on dev)",
                     lambda c: replace(c, query_shift=True), None, "default"),
+    "query_shift_gated": ("+ the query shift, closed on a task whose own dev score it lowers",
+                          lambda c: replace(c, query_shift=True, query_shift_gated=True), None, "default"),
 }  # fmt: skip
 
 

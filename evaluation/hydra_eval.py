@@ -114,10 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="training seed (default: the pipeline's, 0)")
     parser.add_argument("--no-gate", action="store_true", help="no fallback gate (the head as trained, every task)")
     parser.add_argument("--query-shift", action="store_true", help="also calibrate a query-only shift (see README)")
+    parser.add_argument(
+        "--query-shift-gated", action="store_true", help="with --query-shift: no shift on a task whose dev it lowers"
+    )
     parser.add_argument("--results", default=str(RESULTS), help="where hydra.md / hydra.json are written")
     args = parser.parse_args(argv)
     config = PipelineConfig(
-        tasks=tuple(args.tasks.split(",")), loto=not args.no_loto, gated=not args.no_gate, query_shift=args.query_shift
+        tasks=tuple(args.tasks.split(",")),
+        loto=not args.no_loto,
+        gated=not args.no_gate,
+        query_shift=args.query_shift or args.query_shift_gated,
+        query_shift_gated=args.query_shift_gated,
     )
     if args.seed is not None:
         config = replace(config, training=replace(config.training, seed=args.seed))

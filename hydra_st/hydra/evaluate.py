@@ -150,14 +150,20 @@ def paired_against_base(
     return {s: paired_comparison(per_query[s], per_query["base"]).to_json() for s in systems if s in per_query}
 
 
-def dev_score(model: Any, tasks: Sequence[Any]) -> float:
-    """Mean dev nDCG@10 of Hydra with each task's own card (dev queries only: never test)."""
-    values = []
+def dev_scores(model: Any, tasks: Sequence[Any]) -> dict[str, float]:
+    """Dev nDCG@10 of Hydra with each task's own card, per task that has dev queries (never test)."""
+    scores = {}
     for task in tasks:
         if not len(task.dev):
             continue
         run = hydra_run(model, task.card, task.dev.ids, task.dev.embeddings, task.doc_ids, task.doc_embeddings)
-        values.append(evaluate_run(task.dev.qrels, run, metrics=("ndcg@10",)).aggregate["ndcg@10"])
+        scores[task.name] = evaluate_run(task.dev.qrels, run, metrics=("ndcg@10",)).aggregate["ndcg@10"]
+    return scores
+
+
+def dev_score(model: Any, tasks: Sequence[Any]) -> float:
+    """Mean of :func:`dev_scores` over the tasks (dev queries only: never test)."""
+    values = list(dev_scores(model, tasks).values())
     if not values:
         raise ValueError("no task has dev queries")
     return float(np.mean(values))

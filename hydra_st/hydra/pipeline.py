@@ -54,6 +54,7 @@ class PipelineConfig:
             is not positive gets exactly the base model (needs ``out_dim`` = the base dimension).
         query_shift: Give the head a query-only shift toward the documents, calibrated after training (and after
             the gate) by :func:`calibrate_query_shift`.
+        query_shift_gated: With ``query_shift``, close the shift on a task whose own dev score it lowers.
     """
 
     tasks: Sequence[str] = QUICKSTART_TASKS
@@ -66,6 +67,11 @@ class PipelineConfig:
     dev_aggregate: str = "penalized"
     gated: bool = True
     query_shift: bool = False
+    query_shift_gated: bool = False
+
+    def __post_init__(self) -> None:
+        if self.query_shift_gated and not self.query_shift:
+            raise ValueError("query_shift_gated=True gates the query shift: set query_shift=True as well")
 
 
 def load_tasks(
@@ -126,7 +132,7 @@ def train_model(
         trainer.calibrate_gate(trainer.best_dev_per_task or dev_gains(model, tasks, base_dev))
         summary = trainer.summary()
     if config.query_shift:
-        summary["query_shift"] = calibrate_query_shift(model, tasks)
+        summary["query_shift"] = calibrate_query_shift(model, tasks, gated=config.query_shift_gated)
     summary["base_dev"] = base_dev
     return model, summary
 
@@ -143,31 +149,48 @@ def query_gap(task: TaskData) -> np.ndarray:
     return np.asarray(task.doc_embeddings.mean(0) - queries.mean(0), dtype=np.float32)
 
 
-def calibrate_query_shift(model: Hydra, tasks: Sequence[TaskData], steps: Sequence[float] = QUERY_SHIFT_STEPS) -> dict:
+def calibrate_query_shift(
+    model: Hydra, tasks: Sequence[TaskData], steps: Sequence[float] = QUERY_SHIFT_STEPS, gated: bool = False
+) -> dict:
     """Fit the head's query shift: task ``t`` gets ``α ·`` :func:`query_gap` ``(t)``, one ``α`` for all tasks.
 
     ``α`` is the step whose mean dev nDCG@10 over the tasks is highest (the first on ties, so no shift unless it
-    helps). A new card gets the ridge prediction of :func:`~hydra_st.hydra.generator.calibrate_query_shift`,
-    about ``α`` times the training tasks' mean gap. Reads the training queries' embeddings and the dev qrels only.
+    helps). With ``gated``, a task whose own dev nDCG@10 is lower at ``α`` than with no shift gets no shift (a task
+    whose dev cannot tell, as on saturated pseudo-query dev sets, keeps it). A new card gets the ridge prediction of
+    :func:`~hydra_st.hydra.generator.calibrate_query_shift`, about the mean of the training tasks' shifts. Reads the
+    training queries' embeddings and the dev qrels only.
+
+    Returns:
+        ``{"step": α, "dev_by_step": {step: mean dev nDCG@10}, "shift_open": {task: bool}}``.
     """
     import torch
 
-    from .evaluate import dev_score
+    from .evaluate import dev_scores
     from .generator import calibrate_query_shift as fit
 
+    if gated and 0.0 not in steps:
+        raise ValueError(f"a gated query shift compares each task with no shift, so steps must hold 0.0, got {steps}")
     head = model.head
     with torch.no_grad():
         conds = torch.stack([head.conditioning(t.card) for t in tasks]).float().cpu()
     gaps = torch.from_numpy(np.stack([query_gap(t) for t in tasks]))
-    dev = {}
+    by_task = {}
     for step in steps:
         fit(head.generator, conds, step * gaps)
         head.clear_cache()
-        dev[step] = dev_score(model, tasks)
+        by_task[step] = dev_scores(model, tasks)
+        if not by_task[step]:
+            raise ValueError("no task has dev queries to choose the query shift on")
+    dev = {step: float(np.mean(list(scores.values()))) for step, scores in by_task.items()}
     best = max(dev, key=dev.__getitem__)
-    fit(head.generator, conds, best * gaps)
+    unshifted = by_task[0.0] if gated else {}
+    shift_open = {
+        t.name: not gated or t.name not in unshifted or by_task[best][t.name] >= unshifted[t.name] for t in tasks
+    }
+    open_mask = torch.tensor([shift_open[t.name] for t in tasks], dtype=gaps.dtype).view(-1, 1)
+    fit(head.generator, conds, best * gaps * open_mask)
     head.clear_cache()
-    return {"step": best, "dev_by_step": dev}
+    return {"step": best, "dev_by_step": dev, "shift_open": shift_open}
 
 
 def run_pipeline(

@@ -9,7 +9,7 @@ from sentence_transformers import SentenceTransformer
 
 from hydra_st.hydra import Hydra, ProjectionHeadGenerator, TaskCard
 from hydra_st.hydra.generator import apply_head, calibrate_query_shift
-from hydra_st.hydra.pipeline import QUERY_SHIFT_STEPS, query_gap
+from hydra_st.hydra.pipeline import QUERY_SHIFT_STEPS, PipelineConfig, query_gap
 from hydra_st.hydra.pipeline import calibrate_query_shift as calibrate_on_tasks
 from tests.hydra.synthetic import make_task
 
@@ -74,3 +74,34 @@ def test_calibration_picks_a_step_on_dev_and_gives_each_task_its_gap(tiny_st_mod
         for task in tasks:
             shift = model.head.compile_card(task.card)["query_shift"].cpu().numpy()
             assert np.allclose(shift, result["step"] * query_gap(task), atol=1e-3)
+
+
+def test_a_gated_shift_is_closed_on_the_task_whose_dev_it_lowers(tiny_st_model, monkeypatch):
+    import hydra_st.hydra.evaluate as evaluate
+
+    model = Hydra.from_base(tiny_st_model, out_dim=16, cond_dim=8, rank=2, hidden_dim=16, query_shift=True)
+    tasks = [make_task("alpha", 0)[0], make_task("beta", 1)[0]]
+
+    def fake_dev_scores(m, ts):  # alpha's dev rises with the shift's size, beta's falls
+        with torch.no_grad():
+            size = {t.name: float(m.head.compile_card(t.card)["query_shift"].norm()) for t in ts}
+        return {"alpha": 0.5 + size["alpha"], "beta": 0.5 - 0.1 * size["beta"]}
+
+    monkeypatch.setattr(evaluate, "dev_scores", fake_dev_scores)
+    result = calibrate_on_tasks(model, tasks, gated=True)
+    assert result["step"] == max(QUERY_SHIFT_STEPS)  # the mean still rises with the step
+    assert result["shift_open"] == {"alpha": True, "beta": False}
+    with torch.no_grad():
+        alpha, beta = (model.head.compile_card(t.card)["query_shift"].cpu().numpy() for t in tasks)
+    assert np.allclose(alpha, result["step"] * query_gap(tasks[0]), atol=1e-3)
+    assert np.allclose(beta, 0.0, atol=1e-3)
+    ungated = calibrate_on_tasks(model, tasks)  # the same dev curves without the gate: both tasks shifted
+    assert ungated["shift_open"] == {"alpha": True, "beta": True}
+
+
+def test_a_gated_shift_needs_the_unshifted_step_and_the_shift(tiny_st_model):
+    model = Hydra.from_base(tiny_st_model, out_dim=16, cond_dim=8, rank=2, hidden_dim=16, query_shift=True)
+    with pytest.raises(ValueError, match="must hold 0.0"):
+        calibrate_on_tasks(model, [make_task("alpha", 0)[0]], steps=(0.5, 1.0), gated=True)
+    with pytest.raises(ValueError, match="set query_shift=True"):
+        PipelineConfig(query_shift_gated=True)
