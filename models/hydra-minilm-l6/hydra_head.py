@@ -229,7 +229,24 @@ class HydraHead(Module):
         if unknown:
             raise ValueError(f"HydraHead config has unknown keys {unknown}; was it saved by a newer hydra_st?")
         model = cls(**config)
-        return cls.load_torch_weights(model_name_or_path=model_name_or_path, model=model, **hub_kwargs)
+        where = os.path.join(model_name_or_path, subfolder)
+        # safetensors only: sentence-transformers would fall back to a pickled pytorch_model.bin
+        path = cls.load_file_path(model_name_or_path, filename="model.safetensors", **hub_kwargs)
+        if path is None:
+            raise FileNotFoundError(
+                f"{where}: the HydraHead weights model.safetensors are missing (only safetensors "
+                "are read): re-save or re-download the model"
+            )
+        from safetensors.torch import load_model
+
+        try:
+            load_model(model, path, strict=True)
+        except Exception as exc:  # safetensors raises its own SafetensorError; torch a RuntimeError on bad keys
+            raise ValueError(
+                f"{where}: the HydraHead weights cannot be loaded ({type(exc).__name__}: {exc}). The file is damaged "
+                "or from a head with another config.json: re-save or re-download the model"
+            ) from exc
+        return model
 
 
 def write_remote_code(root: str | os.PathLike[str]) -> None:

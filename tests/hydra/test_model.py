@@ -98,8 +98,21 @@ def test_bad_inputs(tiny_hydra, tiny_st_model, tmp_path):
 def test_corrupt_saved_head_fails_clearly(tiny_hydra, tmp_path):
     path = tmp_path / "m"
     tiny_hydra.save(str(path))
-    (path / "3_HydraHead" / "model.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(Exception, match="(?i)safetensor|header|deserializ"):
+    weights = path / "3_HydraHead" / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="HydraHead weights cannot be loaded.*SafetensorError.*re-download"):
+        Hydra(str(path))
+    with pytest.raises(ValueError, match="HydraHead weights cannot be loaded"):  # the remote-code copy says the same
+        SentenceTransformer(str(path), trust_remote_code=True)
+    weights.unlink()  # a pickled state dict beside it is never read in its place
+    torch.save(tiny_hydra[3].state_dict(), path / "3_HydraHead" / "pytorch_model.bin")
+    with pytest.raises(FileNotFoundError, match="only safetensors are read"):
+        Hydra(str(path))
+    weights.write_bytes(good)
+    cfg = path / "3_HydraHead" / "config.json"
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "rank": 7}))  # weights of another head's shapes
+    with pytest.raises(ValueError, match="another config.json"):
         Hydra(str(path))
     shutil.rmtree(path)
     tiny_hydra.save(str(path))
