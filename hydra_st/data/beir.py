@@ -63,7 +63,13 @@ class Document:
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """A query."""
+    """A query.
+
+    Example:
+        >>> query = Query("q1", "why do cats purr")
+        >>> query.id, query.text
+        ('q1', 'why do cats purr')
+    """
 
     id: str
     text: str
@@ -71,7 +77,7 @@ class Query:
 
 @dataclass
 class RetrievalDataset:
-    """A corpus, its queries and the relevance judgments of one split.
+    r"""A corpus, its queries and the relevance judgments of one split.
 
     Attributes:
         name: dataset name (the folder name).
@@ -79,6 +85,19 @@ class RetrievalDataset:
         corpus: documents by id, in file order.
         queries: every query of the dataset (all splits), by id, in file order.
         qrels: judgments of ``split``.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     root = pathlib.Path(tmp, "toy"); (root / "qrels").mkdir(parents=True)
+        ...     _ = (root / "corpus.jsonl").write_text('{"_id": "d1", "title": "Cats", "text": "They purr."}\n')
+        ...     _ = (root / "queries.jsonl").write_text('{"_id": "q1", "text": "cat"}\n{"_id": "q2", "text": "dog"}\n')
+        ...     _ = (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+        ...     ds = load_beir_folder(root)
+        >>> ds
+        RetrievalDataset(name='toy', split='test', docs=1, queries=2, judged_queries=1)
+        >>> ds.doc_texts, list(ds.judged_queries), ds.relevant("q1")
+        (['Cats They purr.'], ['q1'], {'d1'})
     """
 
     name: str

@@ -35,6 +35,14 @@ class BaselineSuite:
         rrf_k: the RRF constant.
         rrf_depth: how many of each ranker's top documents RRF fuses.
         model: the dense model (Hub id, path or loaded model).
+
+    Example:
+        >>> from hydra_st.data import Document, Query
+        >>> docs = {"d1": Document("d1", "", "cats purr softly"), "d2": Document("d2", "", "stock markets fell")}
+        >>> ds = RetrievalDataset("toy", "test", docs, {"q1": Query("q1", "why do cats purr")}, {"q1": {"d1": 1}})
+        >>> run, result = BaselineSuite(ds).evaluate("bm25", metrics=["mrr@10"])  # "dense"/"rrf" load the model
+        >>> list(run["q1"]), result.aggregate, result.metadata["retriever"]
+        (['d1'], {'mrr@10': 1.0}, 'bm25')
     """
 
     dataset: RetrievalDataset

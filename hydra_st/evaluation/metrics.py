@@ -64,6 +64,12 @@ class EvaluationResult:
         aggregate: metric name → mean over the judged queries.
         per_query: query id → metric name → value.
         num_queries: how many judged queries the means are over.
+
+    Example:
+        >>> qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}}
+        >>> result = evaluate_run(qrels, {"q1": {"d1": 1.0}, "q2": {"d1": 1.0}}, metrics=["recall@1"])
+        >>> result.num_queries, result.aggregate, result.by_query("recall@1")
+        (2, {'recall@1': 0.5}, {'q1': 1.0, 'q2': 0.0})
     """
 
     aggregate: dict[str, float]

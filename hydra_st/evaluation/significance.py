@@ -29,6 +29,14 @@ class PairedComparison:
         ci_high: Upper end of that interval.
         p_value: Two-sided p-value of the paired randomization test (no difference as the null hypothesis).
         confidence: The interval's confidence level.
+
+    Example:
+        >>> a, b = {f"q{i}": 0.6 for i in range(20)}, {f"q{i}": 0.5 for i in range(20)}
+        >>> comparison = paired_comparison(a, b, resamples=1000)
+        >>> comparison.queries, round(comparison.mean_difference, 3), comparison.p_text
+        (20, 0.1, '< 0.001')
+        >>> print(comparison)
+        +0.1000 (95% CI +0.1000 to +0.1000, p < 0.001, 20 queries)
     """
 
     queries: int

@@ -72,6 +72,18 @@ class HydraMTEBWrapper(SentenceTransformerEncoderWrapper):
             over the bundled cards and the metadata cards.
         use_bundled_cards: Look up the bundled card of the task's dataset before writing one from metadata.
         **kwargs: Passed to ``SentenceTransformerEncoderWrapper`` (e.g. ``model_prompts``).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> from sentence_transformers import SentenceTransformer
+        >>> from sentence_transformers.sentence_transformer.modules import Normalize
+        >>> stand_in = SentenceTransformer(modules=[Normalize()], device="cpu")  # pass a Hydra model in real use
+        >>> wrapper = HydraMTEBWrapper(stand_in, cards={"MyTask": "scifact"})
+        >>> [wrapper.card_for(SimpleNamespace(name=n, dataset={"path": p})).name
+        ...  for n, p in [("MyTask", "x/y"), ("NFCorpus", "mteb/nfcorpus")]]
+        ['scifact', 'nfcorpus']
+        >>> wrapper.cards_used
+        {'MyTask': 'given', 'NFCorpus': 'bundled:nfcorpus'}
     """
 
     def __init__(

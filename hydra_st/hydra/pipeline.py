@@ -55,6 +55,11 @@ class PipelineConfig:
         query_shift: Give the head a query-only shift toward the documents, calibrated after training (and after
             the gate) by :func:`calibrate_query_shift`.
         query_shift_gated: With ``query_shift``, close the shift on a task whose own dev score it lowers.
+
+    Example:
+        >>> config = PipelineConfig(tasks=["scifact", "adi"], loto=False)
+        >>> config.out_dim, config.gated, config.preferences.candidates, config.training.init, config.training.epochs
+        (384, True, 50, 'identity', 3)
     """
 
     tasks: Sequence[str] = QUICKSTART_TASKS

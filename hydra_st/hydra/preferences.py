@@ -52,6 +52,15 @@ class PreferenceConfig:
             gives every sampled pair weight 1 (for ablations).
         judged_positives: Use the training queries' judgments (train qrels, where the task has them) as a
             certain teacher on top of the fusion (see the module docstring).
+
+    Example:
+        >>> config = PreferenceConfig(candidates=20, pairs_per_query=8)
+        >>> config.top_n, config.hard_lo, config.mode, config.key() == PreferenceConfig(20, 8).key()
+        (3, 10, 'top_vs_rest', True)
+        >>> PreferenceConfig(top_n=12)
+        Traceback (most recent call last):
+        ...
+        ValueError: need 0 < top_n (12) < hard_lo (10) < candidates (50)
     """
 
     candidates: int = 50
@@ -89,7 +98,17 @@ class PreferenceConfig:
 
 @dataclass
 class Preferences:
-    """Candidates, teacher scores and weighted pairs for a set of queries (arrays aligned by query row)."""
+    """Candidates, teacher scores and weighted pairs for a set of queries (arrays aligned by query row).
+
+    Example:
+        >>> bm25 = {"q": {f"d{i}": 20.0 - i for i in range(20)}}
+        >>> prefs = build_preferences(["q"], [bm25], [f"d{i}" for i in range(20)],
+        ...                           PreferenceConfig(candidates=15, pairs_per_query=4, hard_lo=5))
+        >>> prefs.query_ids, prefs.candidates.shape, prefs.pairs.shape, prefs.confidence.shape
+        (['q'], (1, 15), (1, 4, 2), (1, 4))
+        >>> prefs.candidates[0, :3].tolist(), bool((prefs.pairs[0, :, 0] < 3).all())  # preferred side: the top 3
+        ([0, 1, 2], True)
+    """
 
     query_ids: list[str]
     candidates: np.ndarray  # [nq, K] doc row indices, -1 = padding

@@ -38,7 +38,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class QuerySet:
-    """Query ids, texts, base embeddings and (for dev/test) judgments."""
+    """Query ids, texts, base embeddings and (for dev/test) judgments.
+
+    Example:
+        >>> qs = QuerySet(["q1", "q2"], ["why do cats purr", "dog breeds"], qrels={"q1": {"d1": 1}})
+        >>> len(qs), qs.as_dict()
+        (2, {'q1': 'why do cats purr', 'q2': 'dog breeds'})
+    """
 
     ids: list[str]
     texts: list[str]
@@ -54,7 +60,15 @@ class QuerySet:
 
 @dataclass
 class TaskData:
-    """Everything Hydra needs about one task."""
+    """Everything Hydra needs about one task.
+
+    Example:
+        >>> card = TaskCard(name="toy", description="Find the document that answers a question.")
+        >>> task = TaskData("toy", card, ["d1", "d2"], ["cats purr", "dogs bark"], np.eye(2, dtype="float32"),
+        ...                 train=QuerySet(["q1"], ["why do cats purr"]), dev=QuerySet([], []), test=QuerySet([], []))
+        >>> task.card.name, task.doc_embeddings.shape, len(task.train), task.train_source
+        ('toy', (2, 2), 1, 'train split')
+    """
 
     name: str
     card: TaskCard
@@ -68,7 +82,19 @@ class TaskData:
 
 
 class QueryEmbeddingCache:
-    """Base-model query embeddings cached on disk by (model fingerprint, query texts)."""
+    """Base-model query embeddings cached on disk by (model fingerprint, query texts).
+
+    Example:
+        >>> import tempfile
+        >>> from types import SimpleNamespace
+        >>> calls = []  # a stand-in base model that records each encode_query call
+        >>> base = SimpleNamespace(encode_query=lambda texts, **kw: calls.append(texts) or np.ones((len(texts), 2)))
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     cache = QueryEmbeddingCache(base, "toy-model", cache_dir=tmp)
+        ...     emb = [cache.encode(["q1"], ["why do cats purr"]) for _ in range(2)]
+        >>> emb[1].shape, emb[1].dtype, len(calls)  # the second call read the cache
+        ((1, 2), dtype('float32'), 1)
+    """
 
     def __init__(self, model: Any, model_fingerprint: str, cache_dir: str | Path | None = None) -> None:
         self.model = model

@@ -50,6 +50,15 @@ class TrainingConfig:
         checkpoint_every: Steps between checkpoints (0: only at the end).
         max_queries_per_task: Training queries drawn per task per epoch (0: all); balances tasks and time.
         show_progress_bar: Show a tqdm bar.
+
+    Example:
+        >>> config = TrainingConfig(epochs=2, init="identity")
+        >>> config.batch_size, config.learning_rate, config.loss_weights
+        (32, 0.001, {'pairwise': 1.0, 'anchor': 2.0})
+        >>> TrainingConfig(init="random")
+        Traceback (most recent call last):
+        ...
+        ValueError: TrainingConfig.init must be 'pca' or 'identity', got 'random'
     """
 
     epochs: int = 4

@@ -50,6 +50,14 @@ class QNetParams:
         weights: one tensor per matrix, shape ``[B, in, out]``.
         biases: one tensor per hidden layer, shape ``[B, out]``.
         skip: optional linear skip vector ``[B, in_dim]`` (``None`` when the converter has no skip term).
+
+    Example:
+        >>> conv = QNetConverter([8, 16, 1])
+        >>> params = conv.unpack(torch.zeros(3, conv.num_parameters))
+        >>> [tuple(w.shape) for w in params.weights], [tuple(b.shape) for b in params.biases], params.skip
+        ([(3, 8, 16), (3, 16, 1)], [(3, 16)], None)
+        >>> conv.pack(params).shape
+        torch.Size([3, 160])
     """
 
     weights: list[Tensor]

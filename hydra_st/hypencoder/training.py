@@ -53,7 +53,16 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class HypencoderTrainingConfig:
-    """Settings of one training run (saved beside the model as ``training_config.json``)."""
+    """Settings of one training run (saved beside the model as ``training_config.json``).
+
+    Example:
+        >>> config = HypencoderTrainingConfig(datasets=["scifact"], qnet_hidden_layers=1, qnet_width=64)
+        >>> config.check()
+        >>> config.converter(hidden=384).vector_dimensions, config.uses_learned_skip
+        ([384, 64, 1], True)
+        >>> HypencoderTrainingConfig(bi_encoder=True).converter(384).vector_dimensions  # the matched bi-encoder
+        [384, 1]
+    """
 
     datasets: list[str] = field(default_factory=lambda: ["scifact", "nfcorpus"])
     split: str = "train"

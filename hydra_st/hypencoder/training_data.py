@@ -21,7 +21,17 @@ from hydra_st.hypencoder.model import Hypencoder
 
 @dataclass
 class TeacherExamples:
-    """Teacher candidates of one dataset's training queries (indices into ``doc_ids``)."""
+    """Teacher candidates of one dataset's training queries (indices into ``doc_ids``).
+
+    Example:
+        >>> ex = TeacherExamples("toy", ["d0", "d1", "d2"], ["a", "b", "c"], ["q0"], ["a query"],
+        ...                      candidates=[np.array([2, 0, 1])], teacher_scores=[np.array([3.0, 2.0, 1.0])],
+        ...                      positives=[np.array([0])])  # positives: positions in candidates
+        >>> batch = sample_batch([(0, 0)], [ex], batch_size=1, num_neg=2, rng=random.Random(0))
+        >>> dataset, query, docs, scores = batch[0]
+        >>> dataset, query, docs[0].item(), sorted(docs[1:].tolist())  # the positive's doc row first, then negatives
+        (0, 0, 2, [0, 1])
+    """
 
     name: str
     doc_ids: list[str]

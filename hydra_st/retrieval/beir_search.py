@@ -53,6 +53,15 @@ class ModelSearch(BaseSearch):
         batch_size: Encoding batch size.
         encode_kwargs: Extra keyword arguments for both encode calls, e.g. ``{"task_card": card}`` for Hydra.
         show_progress_bar: Show encoding progress.
+
+    Example:
+        >>> import torch
+        >>> from types import SimpleNamespace
+        >>> encode = lambda texts, **kw: torch.tensor([[float("cat" in t), float("dog" in t)] for t in texts])
+        >>> toy = SimpleNamespace(encode_query=encode, encode_document=encode, similarity=lambda q, d: q @ d.T)
+        >>> corpus = {"d1": {"title": "Pets", "text": "A cat purrs."}, "d2": {"title": "", "text": "A dog barks."}}
+        >>> ModelSearch(toy, show_progress_bar=False).search(corpus, {"q1": "my cat"}, top_k=1)
+        {'q1': {'d1': 1.0}}
     """
 
     def __init__(

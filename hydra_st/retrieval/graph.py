@@ -140,7 +140,16 @@ def add_reverse_edges(graph: np.ndarray, r: int) -> np.ndarray:
 
 @dataclass
 class GraphSearchResult:
-    """Result of one graph search: ``scores``/``indices`` best first, plus its cost."""
+    """Result of one graph search: ``scores``/``indices`` best first, plus its cost.
+
+    Example:
+        >>> docs = np.eye(4, dtype="float32")
+        >>> graph = build_neighbor_graph(docs, k=2, show_progress_bar=False)
+        >>> searcher = GraphSearcher(docs, graph, num_entry_points=4)
+        >>> res = searcher.search(docs[2], top_k=2)
+        >>> int(res.indices[0]), float(res.scores[0]), res.num_evaluations, res.num_rounds
+        (2, 1.0, 4, 1)
+    """
 
     scores: np.ndarray
     indices: np.ndarray
