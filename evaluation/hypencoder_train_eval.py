@@ -110,6 +110,12 @@ def main() -> int:
     parser.add_argument("--num-negatives", type=int, default=7, help="teacher negatives per query and step")
     parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay of the trained parts")
     parser.add_argument("--in-batch-weight", type=float, default=0.0)
+    parser.add_argument(
+        "--qnet-lr-scale",
+        type=float,
+        default=1.0,
+        help="learning-rate multiplier of the Hypencoder's q-net layer generators (its learned skip keeps --lr)",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: no oversubscription)")
     parser.add_argument("--val-fraction", type=float, default=0.2, help="train queries held out for early stopping")
@@ -150,6 +156,7 @@ def main() -> int:
         num_negatives=args.num_negatives,
         weight_decay=args.weight_decay,
         in_batch_weight=args.in_batch_weight,
+        qnet_lr_scale=args.qnet_lr_scale,
         seed=args.seed,
         learned_skip=args.learned_skip,
         freeze_base=not args.train_query_encoder,
@@ -395,6 +402,7 @@ def render(results: dict) -> str:
         f"{cfg['qnet_hidden_layers']} × width {cfg['qnet_width']}, label scale {cfg['label_scale']}, "
         f"seed {cfg['seed']}"
         + (f", query transformer lr {cfg['base_learning_rate']}" if cfg["query_side_only"] else "")
+        + (f", q-net layers lr × {cfg['qnet_lr_scale']:g}" if cfg.get("qnet_lr_scale", 1.0) != 1.0 else "")
         + f". Wall time {results['wall_seconds']:.0f} s.",
         "",
         "Seed repeats, further nfcorpus levers and design notes (hand-written, kept across re-runs): "

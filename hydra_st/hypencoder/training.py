@@ -85,6 +85,9 @@ class HypencoderTrainingConfig:
     batch_size: int = 32
     num_negatives: int = 7
     learning_rate: float = 1e-3
+    # Learning-rate multiplier of the parameters that generate the q-net's layers, when the head has a learned skip
+    # (whose generator keeps ``learning_rate``). No effect on the matched bi-encoder: its one layer is its linear term.
+    qnet_lr_scale: float = 1.0
     base_learning_rate: float = 2e-5
     weight_decay: float = 0.0
     warmup_steps: int = 100
@@ -115,12 +118,30 @@ class HypencoderTrainingConfig:
                 "query_side_only trains the query route's own transformer: set freeze_base=False and "
                 "shared_transformer=False (a shared transformer would change the cached document vectors too)"
             )
+        if not self.qnet_lr_scale > 0:
+            raise ValueError(
+                f"qnet_lr_scale must be > 0 (1: the q-net layers learn at learning_rate), got {self.qnet_lr_scale}"
+            )
 
     def converter(self, hidden: int) -> QNetConverter:
         if self.bi_encoder:
             return QNetConverter([hidden, 1], linear_skip=self.linear_skip)
         width = self.qnet_width or hidden
         return QNetConverter([hidden] + [width] * self.qnet_hidden_layers + [1], linear_skip=self.linear_skip)
+
+
+def _head_parameter_groups(head: torch.nn.Module, config: HypencoderTrainingConfig) -> list[dict[str, Any]]:
+    """The hyper-head's optimizer groups: one at ``learning_rate``, or, with ``qnet_lr_scale`` != 1 and a learned
+    skip, the skip generator at ``learning_rate`` and the q-net layers' generators at ``learning_rate × scale``."""
+    named = [(n, p) for n, p in head.named_parameters() if p.requires_grad]
+    if config.qnet_lr_scale == 1.0 or not getattr(head, "learned_skip", False):
+        return [{"params": [p for _, p in named], "lr": config.learning_rate}]
+    skip = [p for n, p in named if n.startswith("skip_")]
+    layers = [p for n, p in named if not n.startswith("skip_")]
+    return [
+        {"params": skip, "lr": config.learning_rate},
+        {"params": layers, "lr": config.learning_rate * config.qnet_lr_scale},
+    ]
 
 
 def train_hypencoder(
@@ -199,8 +220,7 @@ def train_hypencoder(
             (F.pad(states, (0, 0, 0, t_all - states.shape[1])), F.pad(mask, (0, t_all - mask.shape[1])))
             for states, mask in token_cache
         ]
-    params = [p for p in head.parameters() if p.requires_grad]
-    groups: list[dict[str, Any]] = [{"params": params, "lr": config.learning_rate}]
+    groups = _head_parameter_groups(head, config)
     if not config.freeze_base:
         base_params = [p for t in model.transformers() for p in t.parameters() if p.requires_grad]
         groups.append({"params": base_params, "lr": config.base_learning_rate})

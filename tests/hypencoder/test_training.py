@@ -61,6 +61,28 @@ def test_train_steps_change_head(tiny_st_model, tmp_path, freeze, bi):
     assert (tmp_path / "out" / "training_log.json").exists() and (tmp_path / "out" / "README.md").exists()
 
 
+def test_qnet_lr_scale_splits_the_head_into_skip_and_layer_groups(tiny_st_model):
+    from hydra_st.hypencoder.training import _head_parameter_groups
+
+    cfg = HypencoderTrainingConfig(qnet_width=8, learning_rate=1e-3, qnet_lr_scale=0.1)
+    model = Hypencoder.from_base(tiny_st_model, converter=cfg.converter(32), learned_skip=True)
+    head = model.hyper_head
+    skip, layers = _head_parameter_groups(head, cfg)
+    assert (skip["lr"], layers["lr"]) == (1e-3, pytest.approx(1e-4))
+    names = {id(p): n for n, p in head.named_parameters()}
+    assert {names[id(p)].split(".")[0] for p in skip["params"]} == {
+        "skip_query_embedding", "skip_key_projection", "skip_value_projection", "skip_hyper_projection",
+        "skip_base_vector",
+    }  # fmt: skip
+    assert len(skip["params"]) + len(layers["params"]) == len(list(head.parameters()))
+    # the matched bi-encoder has no learned skip: one group at learning_rate, the scale has nothing to split
+    bi_cfg = HypencoderTrainingConfig(bi_encoder=True, qnet_lr_scale=0.1)
+    bi = Hypencoder.from_base(tiny_st_model, converter=bi_cfg.converter(32), learned_skip=bi_cfg.uses_learned_skip)
+    assert [g["lr"] for g in _head_parameter_groups(bi.hyper_head, bi_cfg)] == [bi_cfg.learning_rate]
+    with pytest.raises(ValueError, match="qnet_lr_scale must be > 0"):
+        HypencoderTrainingConfig(qnet_lr_scale=0.0).check()
+
+
 def test_query_side_training_keeps_documents_frozen(tiny_st_model, tmp_path):
     cfg = HypencoderTrainingConfig(steps=3, batch_size=4, num_negatives=3, freeze_base=False, shared_transformer=False,
                                    query_side_only=True, qnet_width=8, warmup_steps=1, learning_rate=1e-2,
