@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from dataclasses import replace
+from typing import Any
 
 from hydra_st.cli.common import add_data_args, write_run_and_result
 
@@ -35,6 +36,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="keep every task's trained head (default: a task whose dev queries show no gain gets the base model)",
     )
+    qs.add_argument(
+        "--query-shift",
+        action="store_true",
+        help="also fit a query-only shift toward the documents (an option: measured in hydra_findings.md)",
+    )
+    qs.add_argument(
+        "--query-shift-gated", action="store_true", help="the query shift, closed on a task whose dev score it lowers"
+    )
     qs.add_argument("--no-progress", action="store_true", help="hide progress bars")
     qs.set_defaults(func=quickstart)
 
@@ -61,9 +70,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     card.set_defaults(func=show_card)
 
 
+def quickstart_config(args: argparse.Namespace, tasks: tuple[str, ...]) -> Any:
+    """The :class:`~hydra_st.hydra.pipeline.PipelineConfig` that ``hydra-st quickstart``'s flags ask for."""
+    from hydra_st.hydra.pipeline import PipelineConfig
+
+    config = PipelineConfig(
+        tasks=tasks,
+        loto=args.loto,
+        gated=not args.no_gate,
+        query_shift=args.query_shift or args.query_shift_gated,
+        query_shift_gated=args.query_shift_gated,
+    )
+    training = replace(config.training, seed=args.seed)
+    if args.epochs is not None:
+        training = replace(training, epochs=args.epochs)
+    return replace(config, training=training)
+
+
 def quickstart(args: argparse.Namespace) -> int:
     """Run the quickstart pipeline; prints the nDCG@10 table and where the model was saved."""
-    from hydra_st.hydra.pipeline import QUICKSTART_TASKS, PipelineConfig, run_pipeline
+    from hydra_st.hydra.pipeline import QUICKSTART_TASKS, run_pipeline
     from hydra_st.settings import resolve_data_dir
 
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else QUICKSTART_TASKS
@@ -74,11 +100,7 @@ def quickstart(args: argparse.Namespace) -> int:
             f"dataset(s) {missing} not found under {data_dir}; set --data-dir or $HYDRA_ST_DATA_DIR to the folder "
             "holding BEIR-layout datasets"
         )
-    config = PipelineConfig(tasks=tasks, loto=args.loto, gated=not args.no_gate)
-    training = replace(config.training, seed=args.seed)
-    if args.epochs is not None:
-        training = replace(training, epochs=args.epochs)
-    config = replace(config, training=training)
+    config = quickstart_config(args, tasks)
     t0 = time.perf_counter()
     report = run_pipeline(
         config,

@@ -105,3 +105,17 @@ def test_a_gated_shift_needs_the_unshifted_step_and_the_shift(tiny_st_model):
         calibrate_on_tasks(model, [make_task("alpha", 0)[0]], steps=(0.5, 1.0), gated=True)
     with pytest.raises(ValueError, match="set query_shift=True"):
         PipelineConfig(query_shift_gated=True)
+
+
+def test_quickstart_flags_reach_the_pipeline_config():
+    from hydra_st.cli.hydra_commands import quickstart_config
+    from hydra_st.cli.main import build_parser
+
+    def config(*flags):
+        return quickstart_config(build_parser().parse_args(["quickstart", *flags]), ("adi",))
+
+    assert (config().query_shift, config().query_shift_gated, config().gated) == (False, False, True)
+    assert (config("--query-shift").query_shift, config("--query-shift").query_shift_gated) == (True, False)
+    gated = config("--query-shift-gated", "--seed", "3", "--epochs", "1")
+    assert (gated.query_shift, gated.query_shift_gated) == (True, True)
+    assert (gated.training.seed, gated.training.epochs) == (3, 1)
