@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from hydra_st.data import load_dataset  # noqa: E402
 from hydra_st.hypencoder import Hypencoder  # noqa: E402
 from hydra_st.retrieval import FaissIndex, GraphSearcher, build_neighbor_graph, exhaustive_search  # noqa: E402
-from hydra_st.retrieval.graph import add_reverse_edges, recall_at_k  # noqa: E402
+from hydra_st.retrieval.graph import add_reverse_edges, index_entry_points, recall_at_k  # noqa: E402
 from hydra_st.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: E402
 
 DATASETS = ("scifact", "nfcorpus", "vaswani", "cacm", "cranfield", "med", "adi", "msmarco-dl19-subset")
@@ -196,11 +196,8 @@ def bench_size(
     for graph_kind, entry, ncand, iters, seeds, patience in GRAPH_SETTINGS:
         if entry >= n or (seeds and (hnsw is None or not conv.linear_skip)):
             continue
-        extra = None
-        if seeds:
-
-            def extra(query, _seeds=seeds):
-                return hnsw.search(conv.unpack(query).skip.numpy(), _seeds)[1][0]
+        # HNSW seeds: the index's top documents for the q-net's linear term (its skip vector here)
+        extra = index_entry_points(hnsw, conv.linear_term, seeds) if seeds else None
 
         searcher = GraphSearcher(
             docs,

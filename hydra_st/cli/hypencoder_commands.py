@@ -88,6 +88,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ret.add_argument("--max-iter", type=int, default=16, help="graph search: maximum rounds (default 16)")
     ret.add_argument("--no-early-stop", action="store_true", help="graph search: always run --max-iter rounds")
     ret.add_argument("--patience", type=int, default=1, help="rounds that may add nothing before graph search stops")
+    ret.add_argument(
+        "--index-seeds",
+        type=int,
+        default=0,
+        help="graph search: also start from the top N documents of the store's faiss index for the q-net's linear "
+        "term (needs build-graph --faiss hnsw|flat; at 100k documents 1024 seeds with --entry-points 1024 "
+        "--ncandidates 128 measured recall@10 0.992 at 19x below exhaustive latency; default 0: random only)",
+    )
     ret.add_argument("--chunk-size", type=int, default=None, help="documents per exhaustive chunk")
     ret.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     ret.add_argument(
@@ -125,9 +133,8 @@ def faiss_query_vectors(model: Any, texts: list[str]) -> Any:
                 f"faiss mode needs an inner-product model; this q-net is {conv.vector_dimensions}. Use "
                 "--mode exhaustive|graph, or a bi-encoder (trained with --bi-encoder)"
             )
-        p = conv.unpack(model.encode_query(texts, convert_to_tensor=True, show_progress_bar=False))
-        vec = p.weights[0][:, :, 0] + (p.skip if p.skip is not None else 0)
-        return vec.numpy().astype(np.float32)
+        flat = model.encode_query(texts, convert_to_tensor=True, show_progress_bar=False)
+        return conv.linear_term(flat).cpu().numpy().astype(np.float32)
     return model.encode_query(texts, convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
 
 
@@ -218,6 +225,17 @@ def run_retrieve(args: argparse.Namespace) -> int:
                 show_progress_bar=True,
             )
         else:
+            extra = None
+            if args.index_seeds:
+                if not store.has_index():
+                    raise ValueError(
+                        f"--index-seeds needs a faiss index in {args.store}: run hydra-st build-graph --store "
+                        f"{args.store} --faiss hnsw"
+                    )
+                from hydra_st.retrieval import index_entry_points
+
+                vector = model.converter.linear_term if is_hyp else (lambda query: query)
+                extra = index_entry_points(store.load_index(device=args.device), vector, args.index_seeds)
             searcher = GraphSearcher(
                 emb,
                 store.load_graph(),
@@ -228,6 +246,7 @@ def run_retrieve(args: argparse.Namespace) -> int:
                 early_stop=not args.no_early_stop,
                 patience=args.patience,
                 device=args.device,
+                extra_entry_points=extra,
             )
             res = searcher.search_batch(q, top_k=args.top_k, show_progress_bar=True)
             k = min(len(r.indices) for r in res)

@@ -192,6 +192,32 @@ class QNetConverter:
         skip = flat[:, offset : offset + self.input_dim] if self.linear_skip else None
         return QNetParams(weights, biases, skip)
 
+    def linear_term(self, flat: Tensor) -> Tensor:
+        """Each query's linear part as one ``[B, in_dim]`` vector, for inner-product search (faiss) over documents.
+
+        A ``[d, 1]`` q-net is an inner product, and the vector is exact: its weight (plus the skip vector, if any).
+        A deeper q-net's linear part is its skip vector, which the hidden layers add to; an inner-product search
+        with it gives candidates (e.g. graph-search entry points), not the q-net's ranking.
+
+        Example:
+            >>> conv = QNetConverter([4, 1], linear_skip=True)
+            >>> flat = torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.5, 0.5, 0.0, 0.0]])  # weight, then skip
+            >>> conv.linear_term(flat)
+            tensor([[1.5000, 0.5000, 0.0000, 0.0000]])
+            >>> bool(torch.allclose(conv.linear_term(flat) @ torch.eye(4).T, conv.score(flat, torch.eye(4))))
+            True
+        """
+        params = self.unpack(flat)
+        if self.num_hidden_layers == 0:
+            weight = params.weights[0][:, :, 0]
+            return weight + params.skip if params.skip is not None else weight
+        if params.skip is None:
+            raise ValueError(
+                f"this q-net {self.vector_dimensions} has hidden layers and no linear skip, so it has no linear term "
+                "to search an inner-product index with"
+            )
+        return params.skip
+
     # ---------------------------------------------------------------- scoring
     def _act(self, x: Tensor) -> Tensor:
         return F.relu(x) if self.activation == "relu" else F.gelu(x)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from hydra_st.retrieval.exhaustive import dot_scorer, exhaustive_search, merge_topk, to_run
 from hydra_st.retrieval.faiss_index import FaissIndex
-from hydra_st.retrieval.graph import GraphSearcher, GraphSearchResult, build_neighbor_graph, recall_at_k
+from hydra_st.retrieval.graph import (
+    GraphSearcher,
+    GraphSearchResult,
+    build_neighbor_graph,
+    index_entry_points,
+    recall_at_k,
+)
 from hydra_st.retrieval.store import EmbeddingStore
 
 __all__ = [
@@ -15,6 +21,7 @@ __all__ = [
     "build_neighbor_graph",
     "dot_scorer",
     "exhaustive_search",
+    "index_entry_points",
     "merge_topk",
     "recall_at_k",
     "to_run",

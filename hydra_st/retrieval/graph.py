@@ -283,6 +283,36 @@ class GraphSearcher:
         return results
 
 
+def index_entry_points(
+    index: Any, query_vector: Callable[[Tensor], Tensor | np.ndarray], n: int
+) -> Callable[[Tensor], np.ndarray]:
+    """Per-query graph-search entry points: the top ``n`` documents of a faiss index for ``query_vector(query)``.
+
+    Pass the result as ``GraphSearcher(extra_entry_points=...)``. With a Hypencoder, ``query_vector`` is the q-net's
+    linear term (:meth:`~hydra_st.hypencoder.QNetConverter.linear_term`) and the index a faiss HNSW index over the
+    same document vectors: the search then starts near the query instead of only at random documents (measured in
+    ``evaluation/results/hypencoder_search.md``). ``index`` is anything with ``search(queries, k) -> (scores, ids)``.
+
+    Example:
+        >>> from hydra_st.retrieval import FaissIndex
+        >>> docs = np.eye(6, dtype="float32")
+        >>> index = FaissIndex(6)
+        >>> index.add(docs)
+        >>> entry = index_entry_points(index, lambda q: q, n=2)
+        >>> sorted(entry(torch.tensor([[0.0, 0.0, 0.0, 1.0, 0.9, 0.0]])).tolist())
+        [3, 4]
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1 entry point per query, got {n}")
+
+    def entry_points(query: Tensor) -> np.ndarray:
+        vec = query_vector(query)
+        vec = vec.detach().cpu().numpy() if isinstance(vec, Tensor) else np.asarray(vec)
+        return index.search(np.ascontiguousarray(vec.reshape(1, -1), dtype=np.float32), n)[1][0]
+
+    return entry_points
+
+
 def recall_at_k(approx: np.ndarray, exact: np.ndarray, k: int = 10) -> float:
     """Mean overlap of two ``[Nq, >=k]`` top lists at depth ``k`` (recall of the exact top-k)."""
     hits = [

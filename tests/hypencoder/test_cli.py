@@ -57,6 +57,15 @@ def test_cli_end_to_end(tiny_st_model, beir_data_dir, tmp_path):
     ndcg = {m: s["metrics"]["ndcg@10"] for m, s in summaries.items()}
     assert ndcg["exhaustive"] == pytest.approx(ndcg["faiss"], abs=1e-3)
     assert 0.0 <= ndcg["graph"] <= 1.0
+    # entry points from the store's faiss index: for an inner product, its top 10 are the exact top 10
+    seeded = tmp_path / "seeded"
+    retrieve = ["retrieve", "--model", str(model_dir), "--store", str(store), "--dataset", "adi", "--mode", "graph"]
+    args = [*retrieve, "--output-dir", str(seeded), "--top-k", "10", "--entry-points", "1", "--index-seeds", "10"]
+    assert main([*args, *data]) == 0
+    seeded_ndcg = json.loads((seeded / "graph.summary.json").read_text())["metrics"]["ndcg@10"]
+    assert seeded_ndcg == pytest.approx(ndcg["exhaustive"], abs=1e-3)
+    (store / "index.faiss").unlink()  # without an index, the flag names the command that builds one
+    assert main([*args, *data]) == 1
 
 
 def test_cli_errors(tmp_path, capsys):
