@@ -21,6 +21,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from hydra_st.evaluation import PairedComparison, format_p_value
+from hydra_st.hydra.evaluate import POOLS
 from hydra_st.hydra.pipeline import ALL_TASKS, PipelineConfig, run_pipeline
 from hydra_st.utils.io import atomic_write_json, atomic_write_text
 
@@ -71,7 +73,7 @@ def _pool_table(results: dict) -> list[str]:
         "|---|---|---|" + "---|" * len(systems),
     ]
     for name in names:
-        for pool in ("train_pool", "new_pool"):
+        for pool in POOLS:
             if f"ndcg@10/{pool}" not in results[name]["base"]:
                 continue
             cells = " | ".join(f"{results[name][s][f'ndcg@10/{pool}']:.4f}" for s in systems)
@@ -96,9 +98,8 @@ def _paired_table(paired: dict) -> list[str]:
     for name, by_system in paired.items():
         cells = []
         for s in systems:
-            c = by_system[s]
-            p = "< 0.001" if c["p_value"] < 0.001 else f"{c['p_value']:.3f}"
-            cells += [f"{c['mean_difference']:+.4f}", f"{c['ci_low']:+.4f} to {c['ci_high']:+.4f}", p]
+            c = PairedComparison(**by_system[s])
+            cells += [f"{c.mean_difference:+.4f}", c.ci_text, format_p_value(c.p_value)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines + [""]
 

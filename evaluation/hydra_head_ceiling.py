@@ -157,6 +157,17 @@ def centred(x: np.ndarray, mean: np.ndarray, alpha: float, drop: np.ndarray | No
     return (y / np.linalg.norm(y, axis=1, keepdims=True)).astype(np.float32)
 
 
+def _query_gap(task) -> np.ndarray:
+    """Corpus mean minus the mean of the training-side queries (train split or pseudo-queries, and dev)."""
+    return task.doc_embeddings.mean(0) - np.concatenate([task.train.embeddings, task.dev.embeddings]).mean(0)
+
+
+def _shifted_ndcg(task, split, shift: np.ndarray) -> float:
+    queries = getattr(task, split)
+    run = dense_run(centred(queries.embeddings, -shift, 1.0), queries.ids, task.doc_embeddings, task.doc_ids, 100)
+    return evaluate_run(queries.qrels, run, metrics=["ndcg@10"]).aggregate["ndcg@10"]
+
+
 def training_free(task, card_doc_embeddings: np.ndarray, card_query_embeddings: np.ndarray) -> dict[str, float]:
     """Test nDCG@10 of ``task`` under each :data:`TRAINING_FREE` transform.
 
@@ -168,8 +179,7 @@ def training_free(task, card_doc_embeddings: np.ndarray, card_query_embeddings: 
     top = np.linalg.svd(docs[:20000] - corpus_mean, full_matrices=False)[2][:1]
     card_gap = card_doc_embeddings.mean(0) - card_query_embeddings.mean(0)
     oracle_gap = corpus_mean - test.embeddings.mean(0)
-    # the queries Hydra trains and selects on (train split or pseudo-queries, and dev): what a seen task has
-    train_gap = corpus_mean - np.concatenate([task.train.embeddings, task.dev.embeddings]).mean(0)
+    train_gap = _query_gap(task)  # what a seen task has: the queries Hydra trains and selects on
     both = {
         "card_mean_0.5": (card_mean, 0.5, None),
         "card_mean_1": (card_mean, 1.0, None),
@@ -186,26 +196,14 @@ def training_free(task, card_doc_embeddings: np.ndarray, card_query_embeddings: 
         "oracle_query_shift_0.5": 0.5 * oracle_gap,
         "oracle_query_shift_1": oracle_gap,
     }
-    pairs |= {name: (centred(test.embeddings, -shift, 1.0), docs) for name, shift in shifts.items()}
     out = {}
     for name, (queries, documents) in pairs.items():
         run = dense_run(queries, test.ids, documents, task.doc_ids, top_k=100)
         out[name] = evaluate_run(test.qrels, run, metrics=["ndcg@10"]).aggregate["ndcg@10"]
-    return out
+    return out | {name: _shifted_ndcg(task, "test", shift) for name, shift in shifts.items()}
 
 
 SHIFT_ALPHAS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
-
-
-def _query_gap(task) -> np.ndarray:
-    """Corpus mean minus the mean of the training-side queries (train split or pseudo-queries, and dev)."""
-    return task.doc_embeddings.mean(0) - np.concatenate([task.train.embeddings, task.dev.embeddings]).mean(0)
-
-
-def _shifted_ndcg(task, split, shift: np.ndarray) -> float:
-    queries = getattr(task, split)
-    run = dense_run(centred(queries.embeddings, -shift, 1.0), queries.ids, task.doc_embeddings, task.doc_ids, 100)
-    return evaluate_run(queries.qrels, run, metrics=["ndcg@10"]).aggregate["ndcg@10"]
 
 
 def shared_query_shift(tasks) -> dict[str, dict]:

@@ -31,7 +31,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hydra_st.data import available_splits, load_dataset  # noqa: E402
-from hydra_st.evaluation import evaluate_run, paired_comparison, split_by_train_overlap  # noqa: E402
+from hydra_st.evaluation import (  # noqa: E402
+    PairedComparison,
+    evaluate_run,
+    format_p_value,
+    paired_comparison,
+    split_by_train_overlap,
+)
 from hydra_st.hypencoder.model_card import save_with_card  # noqa: E402
 from hydra_st.hypencoder.training import HypencoderTrainingConfig, train_hypencoder  # noqa: E402
 from hydra_st.hypencoder.training_data import (  # noqa: E402
@@ -299,7 +305,7 @@ def card_summary(results: dict, label: str, key: str) -> tuple[dict[str, dict[st
         if label == "hypencoder" and paired and paired["p_value"] >= 0.05:
             lines.append(
                 f"- On {n} the difference to the matched bi-encoder, {paired['mean_difference']:+.4f} nDCG@10, is "
-                f"within query-to-query noise (95% CI {paired['ci_low']:+.4f} to {paired['ci_high']:+.4f}, paired "
+                f"within query-to-query noise (95% CI {PairedComparison(**paired).ci_text}, paired "
                 f"randomization p = {paired['p_value']:.2f}, {paired['queries']} test queries)."
             )
     lines.append(
@@ -351,8 +357,9 @@ def render(results: dict) -> str:
     for n in names:
         diff = hyp[n]["ndcg@10"] - bi[n]["ndcg@10"]
         paired = results.get("paired", {}).get(n)
-        ci = f"{paired['ci_low']:+.4f} to {paired['ci_high']:+.4f}" if paired else "–"
-        p = ("< 0.001" if paired["p_value"] < 0.001 else f"{paired['p_value']:.3f}") if paired else "–"
+        comparison = PairedComparison(**paired) if paired else None
+        ci = comparison.ci_text if comparison else "–"
+        p = format_p_value(comparison.p_value) if comparison else "–"
         lines.append(
             f"| {n} | {diff:+.4f} | {ci} | {p} | {'met' if diff >= 0 else 'missed'} | "
             f"{'met' if diff >= 0.01 else 'missed'} |"

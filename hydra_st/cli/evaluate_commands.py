@@ -73,7 +73,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_compare(args: argparse.Namespace) -> int:
     from hydra_st.data import load_qrels
     from hydra_st.data.beir import resolve_dataset_folder
-    from hydra_st.evaluation import evaluate_run, format_table, paired_comparison, read_trec_run
+    from hydra_st.evaluation import evaluate_run, format_p_value, format_table, paired_comparison, read_trec_run
     from hydra_st.utils.io import atomic_write_json
 
     qrels = load_qrels(resolve_dataset_folder(args.dataset, args.data_dir) / "qrels" / f"{args.split}.tsv")
@@ -90,8 +90,8 @@ def run_compare(args: argparse.Namespace) -> int:
             "A": a.aggregate[metric],
             "B": b.aggregate[metric],
             "A − B": f"{paired.mean_difference:+.4f}",
-            "95% CI": f"{paired.ci_low:+.4f} to {paired.ci_high:+.4f}",
-            "p": paired.p_text.removeprefix("= "),
+            "95% CI": paired.ci_text,
+            "p": format_p_value(paired.p_value),
         }
     print(f"A = {args.run_a}\nB = {args.run_b}\n{args.dataset} / {args.split}: {a.num_queries} judged queries")
     print(format_table(rows, ["A", "B", "A − B", "95% CI", "p"], row_header="metric"))

@@ -11,7 +11,7 @@ from hydra_st.evaluation.metrics import (
     split_by_train_overlap,
 )
 from hydra_st.evaluation.runs import RunFormatError, read_trec_run, write_trec_run
-from hydra_st.evaluation.significance import PairedComparison, paired_comparison
+from hydra_st.evaluation.significance import PairedComparison, format_p_value, paired_comparison
 from hydra_st.evaluation.tables import format_table
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "RunFormatError",
     "evaluate_run",
     "format_table",
+    "format_p_value",
     "paired_comparison",
     "parse_metric",
     "read_trec_run",

@@ -52,14 +52,29 @@ class PairedComparison:
 
     @property
     def p_text(self) -> str:
-        """The p-value for a report: three decimals, or ``< 0.001`` (the test's resolution is 1 / resamples)."""
-        return f"= {self.p_value:.3f}" if self.p_value >= 0.001 else "< 0.001"
+        """The p-value after "p" in a sentence: ``= 0.062`` or ``< 0.001`` (see :func:`format_p_value`)."""
+        return f"= {format_p_value(self.p_value)}" if self.p_value >= 0.001 else format_p_value(self.p_value)
+
+    @property
+    def ci_text(self) -> str:
+        """The confidence interval for a report, ``+0.0075 to +0.0759``."""
+        return f"{self.ci_low:+.4f} to {self.ci_high:+.4f}"
 
     def __str__(self) -> str:
         return (
-            f"{self.mean_difference:+.4f} ({self.confidence:.0%} CI {self.ci_low:+.4f} to {self.ci_high:+.4f}, "
+            f"{self.mean_difference:+.4f} ({self.confidence:.0%} CI {self.ci_text}, "
             f"p {self.p_text}, {self.queries} queries)"
         )
+
+
+def format_p_value(p_value: float) -> str:
+    """A p-value for a table cell: three decimals, or ``< 0.001`` (the test's resolution is 1 / resamples).
+
+    Example:
+        >>> format_p_value(0.0804), format_p_value(0.0001)
+        ('0.080', '< 0.001')
+    """
+    return f"{p_value:.3f}" if p_value >= 0.001 else "< 0.001"
 
 
 def paired_comparison(
