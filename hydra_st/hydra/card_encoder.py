@@ -118,5 +118,7 @@ class TaskCardEncoder(nn.Module):
 
     def forward(self, card: Mapping[str, Any], embed_fn: Callable[[list[str]], torch.Tensor]) -> torch.Tensor:
         """Conditioning vector ``[cond_dim]`` of ``card``."""
-        features = self.card_features(card, embed_fn).to(next(self.project.parameters()).device)
+        weight = next(self.project.parameters())
+        # the cached features are float32 on the CPU; the projection may have been moved (.to / .half())
+        features = self.card_features(card, embed_fn).to(device=weight.device, dtype=weight.dtype)
         return self.condition(features)

@@ -9,9 +9,9 @@ the standard library and its two sibling files; ``hydra_st`` is used only when i
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
-import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ from .generator import HeadParams, ProjectionHeadGenerator, apply_head
 
 REMOTE_FILES = {"hydra_head.py": "modules.py", "card_encoder.py": "card_encoder.py", "generator.py": "generator.py"}
 REMOTE_CLASS_REF = "hydra_head.HydraHead"
+
+logger = logging.getLogger(__name__)
 
 
 def card_to_mapping(card: Any) -> dict[str, Any]:
@@ -110,23 +112,28 @@ class HydraHead(Module):
             query_shift=self.query_shift,
         )  # fmt: skip
         self._head_cache: dict[str, tuple[tuple[int, ...], HeadParams]] = {}
-        self._model_ref: weakref.ReferenceType | None = None
+        self._warned_no_card = False
 
     # ------------------------------------------------------------------ model wiring
     def on_model_ready(self, model: Any) -> None:
-        """Remember (weakly) the owning model, whose earlier modules embed card texts."""
-        self._model_ref = weakref.ref(model)
+        """Remember the owning model, whose earlier modules embed card texts.
+
+        A plain reference kept out of ``nn.Module``'s registry (it would otherwise become a submodule of itself),
+        so that ``pickle`` (sentence-transformers' multi-process pool) and ``copy.deepcopy`` carry it along and
+        point the copy at the copied model.
+        """
+        self.__dict__["_owner"] = model
 
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
         """Embed texts with the frozen modules before this head (the base model), ``[n, in_dim]``."""
-        model = self._model_ref() if self._model_ref is not None else None
-        if model is None:
+        model = self.__dict__.get("_owner")
+        modules = list(model._modules.values()) if model is not None else []
+        idx = next((i for i, m in enumerate(modules) if m is self), None)
+        if model is None or idx is None:
             raise RuntimeError(
                 "HydraHead is not attached to a model: build it inside a SentenceTransformer (hydra_st.Hydra does "
                 "this) or call head.on_model_ready(model) after appending it"
             )
-        modules = list(model._modules.values())
-        idx = next(i for i, m in enumerate(modules) if m is self)
         out = []
         with torch.no_grad():
             for start in range(0, len(texts), 32):
@@ -139,14 +146,16 @@ class HydraHead(Module):
 
     # ------------------------------------------------------------------ compiling cards
     def _weights_version(self) -> tuple[int, ...]:
-        return tuple(p._version for p in self.parameters()) + (id(self.generator.base_weight.data),)
+        # in-place updates bump _version; replaced or moved tensors (.to, .half, param.data = ...) change data_ptr
+        return tuple(v for p in self.parameters() for v in (p._version, p.data_ptr(), p.dtype.itemsize))
 
     def clear_cache(self) -> None:
         """Forget compiled heads (card features stay: they depend only on the frozen base)."""
         self._head_cache.clear()
 
     def train(self, mode: bool = True) -> HydraHead:
-        self.clear_cache()
+        if mode:  # eval() runs on every encode call; the version check already guards the cache there
+            self.clear_cache()
         return super().train(mode)
 
     def conditioning(self, task_card: Any) -> torch.Tensor:
@@ -154,6 +163,13 @@ class HydraHead(Module):
         device = self.generator.base_weight.device
         card = task_card if task_card is not None else self.default_card
         if card is None:
+            if not self._warned_no_card:
+                self._warned_no_card = True
+                logger.warning(
+                    "Hydra got no task_card and the model has no default card, so it applies the generic head "
+                    "(for the published models: the base model's embeddings). Pass task_card=... to encode_query / "
+                    "encode_document to get the task's head."
+                )
             return torch.zeros(self.cond_dim, device=device)
         return self.card_encoder(card_to_mapping(card), self.embed_texts)
 
