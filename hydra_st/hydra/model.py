@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 from sentence_transformers import SentenceTransformer
@@ -9,6 +13,8 @@ from sentence_transformers import SentenceTransformer
 from .modules import REMOTE_CLASS_REF, HydraHead, rewrite_module_types
 
 _OWN_CLASS_REFS = {REMOTE_CLASS_REF, f"{HydraHead.__module__}.HydraHead", "hydra_st.hydra.modules.HydraHead"}
+# what the pipeline writes beside a trained model; carried along when an unchanged loaded model is saved elsewhere
+COMPANION_FILES = ("hydra_training.json", "hydra_results.md", "cards")
 
 
 class Hydra(SentenceTransformer):
@@ -25,6 +31,26 @@ class Hydra(SentenceTransformer):
         >>> model.encode_query(["Aspirin prevents heart attacks."], task_card=card).shape  # doctest: +SKIP
         (1, 256)
     """
+
+    def __init__(self, model_name_or_path: str | None = None, *args: Any, **kwargs: Any) -> None:
+        super().__init__(model_name_or_path, *args, **kwargs)
+        from hydra_st.hub import name_local_model
+
+        name_local_model(self, model_name_or_path)
+        # remembered so that saving an unchanged loaded model keeps its card and records (see save)
+        source = Path(model_name_or_path) if isinstance(model_name_or_path, str | os.PathLike) else None
+        self._loaded_from = source if source is not None and source.is_dir() else None
+        self._loaded_head_digest = self._head_digest() if model_name_or_path is not None else None
+
+    def _head_digest(self) -> str | None:
+        last = list(self._modules.values())[-1] if self._modules else None
+        if not isinstance(last, HydraHead):
+            return None
+        digest = hashlib.sha256()
+        for name, tensor in sorted(last.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def _load_module_class_from_ref(self, class_ref: str, *args: Any, **kwargs: Any) -> type:
         if class_ref in _OWN_CLASS_REFS:
@@ -109,15 +135,50 @@ class Hydra(SentenceTransformer):
         train_datasets: list[str] | None = None,
         safe_serialization: bool = True,
     ) -> None:
-        """Save with safetensors; the head's class is recorded as ``hydra_head.HydraHead`` (root remote code)."""
+        """Save with safetensors; the head's class is recorded as ``hydra_head.HydraHead`` (root remote code).
+
+        A model loaded from a folder and saved with its head unchanged keeps that folder's model card and its
+        training and evaluation records (``hydra_training.json``, ``hydra_results.md``, ``cards/``), as
+        sentence-transformers keeps a loaded card; a changed head gets a new card.
+        """
         if not safe_serialization:
             raise ValueError("Hydra saves safetensors only; drop safe_serialization=False")
+        unchanged = self._loaded_head_digest is not None and self._head_digest() == self._loaded_head_digest
         super().save(path, model_name=model_name, create_model_card=False, train_datasets=train_datasets)
         rewrite_module_types(path)
-        if create_model_card:
-            from .model_card import write_model_card
+        target = Path(path)
+        source = self._loaded_from
+        if unchanged and source is not None and source.resolve() != target.resolve():
+            _copy_companions(source, target)
+        if not create_model_card:
+            return
+        from hydra_st.utils.io import atomic_write_text
 
+        from .model_card import write_model_card
+
+        if unchanged and self._model_card_text and model_name is None:
+            atomic_write_text(target / "README.md", self._model_card_text)
+        elif self._loaded_head_digest is not None and not unchanged and not (target / COMPANION_FILES[0]).is_file():
+            origin = f"`{source}`" if source is not None else "a saved model"
+            training = f"Trained further after loading {origin}; this folder records no training run of its own."
+            write_model_card(self, path, model_name=model_name, training=training)
+        else:
             write_model_card(self, path, model_name=model_name)
 
     def save_pretrained(self, path: str, *args: Any, **kwargs: Any) -> None:  # noqa: D102
         self.save(path, *args, **kwargs)
+
+
+def _copy_companions(source: Path, target: Path) -> None:
+    """Copy the pipeline's records beside a model (files atomically; a folder only where the target has none)."""
+    from hydra_st.utils.io import atomic_write_bytes
+
+    for name in COMPANION_FILES:
+        src, dst = source / name, target / name
+        if src.is_file():
+            atomic_write_bytes(dst, src.read_bytes())
+        elif src.is_dir() and not dst.exists():
+            tmp = dst.with_name(f".{name}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(src, tmp)
+            os.replace(tmp, dst)

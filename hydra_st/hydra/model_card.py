@@ -29,10 +29,11 @@ A **Hydra** model: the frozen base encoder `{base_model}` plus a small hypernetw
 ## Usage
 
 ```python
-from hydra_st import Hydra, TaskCard
+from hydra_st import Hydra
+from hydra_st.hydra import load_card
 
 model = Hydra("{path_hint}")
-card = TaskCard.load("cards/scifact.yaml")   # or TaskCard(name=..., description=..., ...)
+card = load_card("scifact")   # a card bundled with hydra_st; or load_card("my_card.yaml"), TaskCard(name=..., ...)
 q = model.encode_query(["Aspirin lowers the risk of heart attacks."], task_card=card)
 d = model.encode_document(["Aspirin and cardiovascular events: a randomized trial ..."], task_card=card)
 print(model.similarity(q, d))
@@ -46,7 +47,7 @@ model = SentenceTransformer("{path_hint}", trust_remote_code=True)
 q = model.encode_query(["..."], task_card={{"name": "mytask", "description": "..."}})
 ```
 
-Without a card the generic head (the shared base projection) is used.
+Without a card the generic head (the shared base projection) is used.{no_card}
 
 With MTEB, wrap the model so that each task's card reaches its encode calls (the bundled card of the task's
 dataset where there is one, else a card written from the task's metadata, or your own with `cards=`):
@@ -55,7 +56,9 @@ dataset where there is one, else a card written from the task's metadata, or you
 import mteb
 from hydra_st.hydra.mteb import HydraMTEBWrapper
 
-results = mteb.evaluate(HydraMTEBWrapper(model), mteb.get_tasks(tasks=["SciFact"]))
+# mteb.get_tasks downloads the task's data from the Hub; offline, hydra_st.evaluation.mteb_tasks.beir_retrieval_task
+# turns a local BEIR folder into the same task
+results = mteb.evaluate(HydraMTEBWrapper(model), mteb.get_tasks(tasks=["SciFact"]), cache=None)
 ```
 
 ## Training
@@ -83,6 +86,28 @@ _GATE_NOTE = """
 The head also generates a *gate* that mixes its output with the base embedding. It was calibrated after training
 on each training task's dev queries: a task whose dev score did not improve over the base model gets the base
 model's embeddings exactly (gate 0), and a new card gets a gate in between, by its closeness to those tasks."""
+
+
+_NO_CARD_IS_BASE = (
+    "\nFor this model that is exactly the base model's embeddings, so an evaluator that cannot pass a card (MTEB\n"
+    "without the wrapper below, sentence-transformers' InformationRetrievalEvaluator) measures `{base_model}`."
+)
+
+
+def generic_head_is_base(head: Any) -> bool:
+    """Whether the card-free head returns the base embeddings (as a closed gate or an identity head does)."""
+    import torch
+
+    from .generator import apply_head
+
+    if head.in_dim != head.out_dim:
+        return False
+    with torch.no_grad():
+        weight = head.generator.base_weight
+        params = head.generator(torch.zeros(head.cond_dim, device=weight.device, dtype=weight.dtype))
+        params = {k: v.float().cpu() for k, v in params.items()}
+        x = torch.nn.functional.normalize(torch.randn(16, head.in_dim, generator=torch.Generator().manual_seed(0)))
+        return bool(torch.allclose(apply_head(params, x, layer_norm=head.layer_norm), x, atol=1e-5))
 
 
 def base_model_id(model: Any, path: str | os.PathLike[str] | None = None) -> str:
@@ -191,13 +216,14 @@ def write_model_card(
         evaluation = res.read_text(encoding="utf-8") if res.is_file() else "Not evaluated yet."
     text = _TEMPLATE.format(
         base_model=base_model,
-        model_name=model_name or path.name,
+        model_name=(model_name or path.name).rstrip("/").split("/")[-1],
         in_dim=head.in_dim,
         out_dim=head.out_dim,
         generated=f"{head.generator.generated_parameter_count():,}",
         trainable=f"{head.trainable_parameter_count():,}",
         path_hint=model_name or str(path),
         gate=_GATE_NOTE if getattr(head, "gated", False) else "",
+        no_card=_NO_CARD_IS_BASE.format(base_model=base_model) if generic_head_is_base(head) else "",
         training=training,
         evaluation=evaluation,
         limitations=limitations or _GENERIC_LIMITATIONS,

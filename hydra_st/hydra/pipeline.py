@@ -249,9 +249,8 @@ def run_pipeline(
     atomic_write_text(model_dir / "hydra_results.md", md + "\n")
     from .model_card import measured_limitations, write_model_card
 
-    write_model_card(
-        model, model_dir, model_name="hydra-minilm-l6", limitations=measured_limitations(results, paired=paired)
-    )
+    limitations = measured_limitations(results, paired=paired)
+    write_model_card(model, model_dir, model_name="hydra-st/hydra-minilm-l6", limitations=limitations)
     cards_dir = model_dir / "cards"
     for t in tasks:
         t.card.save(cards_dir / f"{t.name}.yaml")
