@@ -20,6 +20,8 @@ methods on that instance (the similarity name itself is a closed enum in sentenc
 from __future__ import annotations
 
 import copy
+import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,6 +51,73 @@ class Hypencoder(SentenceTransformer):
 
     _is_hypencoder = True
     _module_classes = {HYPER_HEAD_TYPE: HyperHead, BASE_REFERENCE_TYPE: BaseModelReference}
+    # sentence-transformers' similarity names are a closed enum; this one is stored, and the q-net scores regardless
+    PLACEHOLDER_SIMILARITY = "cosine"
+
+    def __init__(self, model_name_or_path: str | None = None, *args: Any, **kwargs: Any) -> None:
+        super().__init__(model_name_or_path, *args, **kwargs)
+        from hydra_st.hub import name_local_model
+
+        name_local_model(self, model_name_or_path)
+
+    @property
+    def similarity_fn_name(self) -> Any:
+        """The stored similarity name (a placeholder: :meth:`similarity` always runs the q-nets)."""
+        return SentenceTransformer.similarity_fn_name.fget(self)  # type: ignore[attr-defined]
+
+    @similarity_fn_name.setter
+    def similarity_fn_name(self, value: Any) -> None:
+        name = getattr(value, "value", value)
+        if name is not None and name != self.PLACEHOLDER_SIMILARITY:
+            warnings.warn(
+                f"similarity_fn_name={name!r} has no effect on a Hypencoder: its similarity is the q-net. For a "
+                "bi-encoder baseline, train one with the same script (--bi-encoder)",
+                UserWarning,
+                stacklevel=2,
+            )
+        SentenceTransformer.similarity_fn_name.fset(self, value)  # type: ignore[attr-defined]
+
+    def get_embedding_dimension(self) -> int | None:
+        """Dimension of the document vectors (what a document index stores).
+
+        The query side is not a vector of that size but a q-net: :attr:`query_dimension` flat parameters.
+        """
+        return self.converter.input_dim
+
+    @property
+    def query_dimension(self) -> int:
+        """Number of flat q-net parameters that ``encode_query`` returns per query."""
+        return self.converter.num_parameters
+
+    def encode_query(self, *args: Any, **kwargs: Any) -> Any:
+        """Encode queries into flat q-net parameters, ``[num_queries, query_dimension]``.
+
+        Accepts sentence-transformers' ``encode_query`` arguments except those that would change a q-net's
+        weights: ``precision`` other than ``"float32"`` (quantized weights score garbage), ``normalize_embeddings``
+        (rescales each query's scores) and ``truncate_dim`` (cuts the weight vector).
+        """
+        if kwargs.get("precision", "float32") != "float32":
+            raise ValueError(
+                f"precision={kwargs['precision']!r} would quantize the q-nets' weights; a Hypencoder's queries must "
+                "stay float32"
+            )
+        if kwargs.get("normalize_embeddings"):
+            raise ValueError("normalize_embeddings=True would rescale each q-net's weights; drop it for queries")
+        if kwargs.get("truncate_dim") is not None or self.truncate_dim is not None:
+            raise ValueError("truncate_dim cannot apply to q-net parameters; drop it (or set model.truncate_dim=None)")
+        return super().encode_query(*args, **kwargs)
+
+    def _create_model_card(self, path: str, model_name: str | None = None, *args: Any, **kwargs: Any) -> None:
+        # a loaded card is kept as sentence-transformers does; a new model gets the Hypencoder card, not ST's
+        # generic one (which would call it a cosine model of the q-net's size)
+        if self._model_card_text:
+            return super()._create_model_card(path, model_name, *args, **kwargs)
+        from hydra_st.utils.io import atomic_write_text
+
+        from .model_card import render_model_card
+
+        text = render_model_card(self, model_id=model_name or Path(path).name)
+        atomic_write_text(Path(path) / "README.md", text)
 
     @classmethod
     def from_base(

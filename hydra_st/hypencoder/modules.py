@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
+from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Module, Transformer
 from torch import Tensor, nn
 
@@ -198,6 +199,13 @@ class HyperHead(Module):
         q-net ``similarity``/``similarity_pairwise`` methods on that instance; :class:`Hypencoder` already has them.
         """
         if getattr(type(model), "_is_hypencoder", False):
+            return
+        if type(model) is SentenceTransformer:
+            # the instance already is a Hypencoder's (same modules, no extra state); giving it the class keeps
+            # q-net scoring through pickle and copies, which instance-bound methods do not survive
+            from hydra_st.hypencoder.model import Hypencoder
+
+            model.__class__ = Hypencoder
             return
         head = self
 

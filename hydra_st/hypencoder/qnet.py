@@ -306,6 +306,11 @@ def _as_tensors(a: Any, b: Any) -> tuple[Tensor, Tensor]:
         a = torch.as_tensor(a)
     if not isinstance(b, Tensor):
         b = torch.as_tensor(b)
-    if a.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-        a = a.float()
+    for name, tensor in (("q-net parameters", a), ("document vectors", b)):
+        if not tensor.is_floating_point():
+            # quantized embeddings (encode(..., precision="int8") etc.) would be scored as if they were weights
+            raise ValueError(
+                f"{name} must be floating point, got {tensor.dtype}: the q-net scores float vectors, so encode "
+                "queries and documents without precision=..."
+            )
     return a, b

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -92,9 +93,16 @@ def test_save_load_subclass_and_plain(hyp, tmp_path):
     )
 
     plain = SentenceTransformer(str(tmp_path / "m"), trust_remote_code=True)
-    assert type(plain) is SentenceTransformer
+    assert type(plain) is Hypencoder  # the head gives the plain instance its class, so q-net scoring survives pickle
     torch.testing.assert_close(
         plain.similarity(plain.encode_query(QUERIES), plain.encode_document(DOCS)), expected, atol=1e-5, rtol=1e-5
+    )
+    unpickled = pickle.loads(pickle.dumps(plain))
+    torch.testing.assert_close(
+        unpickled.similarity(unpickled.encode_query(QUERIES), unpickled.encode_document(DOCS)),
+        expected,
+        atol=1e-5,
+        rtol=1e-5,
     )
     torch.testing.assert_close(
         plain.similarity_pairwise(plain.encode_query(QUERIES), plain.encode_document(DOCS[:2])),
@@ -200,3 +208,37 @@ def test_base_reference_shares_the_base_models_embedding_cache_key(tiny_st_model
     referenced = SentenceTransformer(modules=[ref, *list(tiny_st_model)[1:]], device="cpu")
     # same weights, same encoding: a loaded Hypencoder reuses the base's cached corpus embeddings
     assert fingerprint_model(referenced) == fingerprint_model(tiny_st_model)
+
+
+def test_encode_options_that_would_change_a_qnet_are_refused(hyp):
+    for kwargs, match in (
+        ({"precision": "int8"}, "quantize"),
+        ({"normalize_embeddings": True}, "rescale"),
+        ({"truncate_dim": 8}, "truncate_dim"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            hyp.encode_query(QUERIES, **kwargs)
+    q = hyp.encode_query(QUERIES)
+    d8 = hyp.encode_document(DOCS, precision="int8")  # quantized documents are not scored as if they were floats
+    with pytest.raises(ValueError, match="floating point"):
+        hyp.similarity(q, d8)
+
+
+def test_similarity_name_is_a_placeholder_and_says_so(hyp):
+    q, d = hyp.encode_query(QUERIES), hyp.encode_document(DOCS)
+    expected = hyp.similarity(q, d)
+    with pytest.warns(UserWarning, match="no effect on a Hypencoder"):
+        hyp.similarity_fn_name = "dot"
+    torch.testing.assert_close(hyp.similarity(q, d), expected)
+
+
+def test_dimensions_name_the_document_vectors_and_the_qnet(hyp):
+    assert hyp.get_embedding_dimension() == 32 == hyp.encode_document(DOCS).shape[1]
+    assert hyp.query_dimension == hyp.converter.num_parameters == hyp.encode_query(QUERIES).shape[1]
+
+
+def test_plain_save_writes_the_hypencoder_card_and_names_local_loads(hyp, tmp_path):
+    hyp.save(str(tmp_path / "fresh-hyp"))
+    text = (tmp_path / "fresh-hyp" / "README.md").read_text()
+    assert "A **Hypencoder** retrieval model" in text and "Cosine Similarity" not in text
+    assert Hypencoder(str(tmp_path / "fresh-hyp")).model_card_data.model_name == "local/fresh-hyp"
