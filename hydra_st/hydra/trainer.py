@@ -265,7 +265,7 @@ class HydraTrainer:
         )
         gen = torch.Generator().manual_seed(self.config.seed + 17 * rank)
         eval_every = self.config.eval_every or per_epoch
-        stale = 0
+        stale = self._stale_dev_evaluations()
         if self.dev_evaluator is not None and self.global_step == 0:
             self._dev_step()  # the starting point competes too: training never ends below it on dev
         stop = False
@@ -369,6 +369,8 @@ class HydraTrainer:
             return
         ckpt = self.output_dir / ("checkpoint-final" if final else f"checkpoint-{self.global_step}")
         state = {f"head.{k}": v.detach().cpu() for k, v in self.head.state_dict().items()}
+        if self.best is not None:  # the kept state, so a resumed run ends on the same model selection
+            state.update({f"best.{k}": v.detach().cpu() for k, v in self.best[2].items()})
         opt_state = optimizer.state_dict()
         for pid, pstate in opt_state["state"].items():
             for key, value in pstate.items():
@@ -383,6 +385,9 @@ class HydraTrainer:
                 "epoch": epoch,
                 "config": asdict(self.config),
                 "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in opt_state["param_groups"]],
+                "best": None if self.best is None else {"score": self.best[0], "step": self.best[1]},
+                "best_dev_per_task": self.best_dev_per_task,
+                "history": self.history,
             },
         )
         log = "\n".join(json.dumps(h) for h in self.history) + "\n"
@@ -418,3 +423,15 @@ class HydraTrainer:
                 opt_state["state"][pid] = keys
         optimizer.load_state_dict(opt_state)
         self.global_step = int(meta["global_step"])
+        # checkpoints from before the best state was stored resume without it (the dev history starts afresh)
+        self.history = list(meta.get("history", []))
+        best_state = {k[5:]: v for k, v in state.items() if k.startswith("best.")}
+        if meta.get("best") is not None and best_state:
+            self.best = (float(meta["best"]["score"]), int(meta["best"]["step"]), best_state)
+            self.best_dev_per_task = meta.get("best_dev_per_task")
+
+    def _stale_dev_evaluations(self) -> int:
+        """Dev evaluations since the best one (early stopping's count; non-zero only after a resume)."""
+        if self.best is None:
+            return 0
+        return sum(1 for h in self.history if "dev" in h and h["step"] > self.best[1])

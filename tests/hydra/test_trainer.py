@@ -37,7 +37,25 @@ def test_train_checkpoint_resume(setup, tmp_path):
     trainer2 = HydraTrainer(model2, tasks, prefs, cfg, output_dir=tmp_path / "r")
     summary2 = trainer2.train(resume_from=tmp_path / "checkpoint-4")
     assert summary2["steps"] == 8
-    assert len([h for h in trainer2.history if "loss" in h]) == 4
+    # the loss log carries on from the checkpoint's: steps 1-4 restored, 5-8 trained
+    assert [h["step"] for h in trainer2.history if "loss" in h] == list(range(1, 9))
+
+
+def test_resuming_a_finished_run_keeps_its_model_selection(setup, tmp_path):
+    model, tasks, prefs = setup
+    cfg = TrainingConfig(epochs=2, batch_size=8, eval_every=2, show_progress_bar=False)
+    scores = iter([0.5, 0.9, 0.4, 0.3, 0.2, 0.1])  # dev peaks at step 2, so the kept state is not the last one
+    dev = lambda m: next(scores)  # noqa: E731
+    summary = HydraTrainer(model, tasks, prefs, cfg, output_dir=tmp_path, dev_evaluator=dev).train()
+    assert summary["best_dev"] == {"score": 0.9, "step": 2}
+    kept = {k: v.clone() for k, v in model.head.state_dict().items()}
+    model2 = Hydra.from_base(model, out_dim=16, cond_dim=8, rank=2, hidden_dim=16)
+    trainer2 = HydraTrainer(model2, tasks, prefs, cfg, output_dir=tmp_path / "r", dev_evaluator=dev)
+    summary2 = trainer2.train(resume_from=tmp_path / "checkpoint-final")
+    # nothing left to train, and the best-dev state (not the last step's) is what the resumed run ends on
+    assert summary2["best_dev"] == summary["best_dev"]
+    for key, value in model2.head.state_dict().items():
+        torch.testing.assert_close(value, kept[key])
 
 
 def test_trained_model_evaluates_and_encodes_consistently(setup):

@@ -42,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", default=str(HERE / "recipe.yaml"))
     parser.add_argument("--output-dir", default="outputs/hydra-train")
     parser.add_argument("--resume-from", default=None, help="a checkpoint folder written by an earlier run")
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        help="steps between checkpoints (default: the recipe's; 0: only checkpoint-final)",
+    )
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--tasks", default=None, help="comma-separated dataset names (default: the recipe's)")
     args = parser.parse_args(argv)
@@ -50,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         config = replace(config, tasks=tuple(args.tasks.split(",")))
     if args.epochs is not None:
         config = replace(config, training=replace(config.training, epochs=args.epochs))
+    if args.checkpoint_every is not None:
+        config = replace(config, training=replace(config.training, checkpoint_every=args.checkpoint_every))
     main_process = int(os.environ.get("RANK", "0")) == 0
     base = load_base_model()
     tasks = load_tasks(config.tasks, base, n_pseudo=config.n_pseudo, show_progress_bar=main_process)
