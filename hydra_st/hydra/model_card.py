@@ -33,7 +33,7 @@ from hydra_st import Hydra
 from hydra_st.hydra import load_card
 
 model = Hydra("{path_hint}")
-card = load_card("scifact")   # a card bundled with hydra_st; or load_card("my_card.yaml"), TaskCard(name=..., ...)
+card = load_card("scifact")   # bundled with hydra_st; or TaskCard.load("my_card.yaml"), TaskCard(name=..., ...)
 q = model.encode_query(["Aspirin lowers the risk of heart attacks."], task_card=card)
 d = model.encode_document(["Aspirin and cardiovascular events: a randomized trial ..."], task_card=card)
 print(model.similarity(q, d))
@@ -89,8 +89,9 @@ model's embeddings exactly (gate 0), and a new card gets a gate in between, by i
 
 
 _NO_CARD_IS_BASE = (
-    "\nFor this model that is exactly the base model's embeddings, so an evaluator that cannot pass a card (MTEB\n"
-    "without the wrapper below, sentence-transformers' InformationRetrievalEvaluator) measures `{base_model}`."
+    "\nFor this model that is the base model's embeddings (to float rounding), so an evaluator that cannot pass\n"
+    "a card (MTEB without the wrapper below, sentence-transformers' InformationRetrievalEvaluator) measures\n"
+    "`{base_model}`."
 )
 
 
