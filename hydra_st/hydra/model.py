@@ -33,9 +33,18 @@ class Hydra(SentenceTransformer):
     """
 
     def __init__(self, model_name_or_path: str | None = None, *args: Any, **kwargs: Any) -> None:
-        super().__init__(model_name_or_path, *args, **kwargs)
-        from hydra_st.hub import name_local_model
+        from hydra_st.hub import check_tokenizers, explained_load_errors, name_local_model, safetensors_only
 
+        with explained_load_errors(model_name_or_path):
+            super().__init__(model_name_or_path, *args, **safetensors_only(kwargs))
+        if model_name_or_path is not None:
+            check_tokenizers(self, model_name_or_path)
+            last = list(self._modules.values())[-1] if self._modules else None
+            if not isinstance(last, HydraHead):
+                raise ValueError(
+                    f"{model_name_or_path}: its modules.json lists no HydraHead as the last module, so this is not a "
+                    "Hydra model (load it with SentenceTransformer, or re-save the Hydra model)"
+                )
         name_local_model(self, model_name_or_path)
         # remembered so that saving an unchanged loaded model keeps its card and records (see save)
         source = Path(model_name_or_path) if isinstance(model_name_or_path, str | os.PathLike) else None

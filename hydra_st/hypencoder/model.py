@@ -55,9 +55,17 @@ class Hypencoder(SentenceTransformer):
     PLACEHOLDER_SIMILARITY = "cosine"
 
     def __init__(self, model_name_or_path: str | None = None, *args: Any, **kwargs: Any) -> None:
-        super().__init__(model_name_or_path, *args, **kwargs)
-        from hydra_st.hub import name_local_model
+        from hydra_st.hub import check_tokenizers, explained_load_errors, name_local_model, safetensors_only
 
+        with explained_load_errors(model_name_or_path):
+            super().__init__(model_name_or_path, *args, **safetensors_only(kwargs))
+        if model_name_or_path is not None:
+            check_tokenizers(self, model_name_or_path)
+            if not any(isinstance(m, HyperHead) for m in self.modules()):
+                raise ValueError(
+                    f"{model_name_or_path}: it has no HyperHead module, so this is not a Hypencoder (load it with "
+                    "SentenceTransformer, or re-save the Hypencoder)"
+                )
         name_local_model(self, model_name_or_path)
 
     @property

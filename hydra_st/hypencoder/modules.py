@@ -10,6 +10,8 @@ query vector and a base vector. The module writes the flat parameters (see :clas
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 import types
@@ -24,6 +26,8 @@ from sentence_transformers.sentence_transformer.modules import Module, Transform
 from torch import Tensor, nn
 
 from hydra_st.hypencoder.qnet import QNetConverter, QNetParams, converter_from_config
+
+logger = logging.getLogger(__name__)
 
 HYPER_HEAD_TYPE = "hydra_st.hypencoder.modules.HyperHead"
 BASE_REFERENCE_TYPE = "hydra_st.hypencoder.modules.BaseModelReference"
@@ -242,18 +246,36 @@ class HyperHead(Module):
             "revision": revision,
             "local_files_only": local_files_only,
         }
-        config = cls.load_config(model_name_or_path=model_name_or_path, **hub)
+        where = os.path.join(model_name_or_path, subfolder)
+        if cls.load_file_path(model_name_or_path, "config.json", **hub) is None:
+            raise FileNotFoundError(f"{where}: the hyper-head's config.json is missing; re-save or re-download it")
+        try:
+            config = cls.load_config(model_name_or_path=model_name_or_path, **hub)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where}/config.json does not parse ({exc}); re-save or re-download the model") from exc
         for key, value in (init_defaults or {}).items():  # as in sentence-transformers: the saved config wins
             if key in cls.config_keys:
                 config.setdefault(key, value)
-        model = cls(**config)
+        unknown = sorted(set(config) - set(cls.config_keys))
+        if unknown:
+            raise ValueError(f"{where}/config.json has unknown keys {unknown}; was it saved by a newer hydra_st?")
+        try:
+            model = cls(**config)
+        except TypeError as exc:  # a missing key, or a converter config with keys its class does not take
+            raise ValueError(f"{where}/config.json does not describe a hyper-head ({exc})") from exc
         path = cls.load_file_path(model_name_or_path, "model.safetensors", **hub)
         if path is None:
-            raise FileNotFoundError(f"{model_name_or_path}/{subfolder}: hyper-head weights model.safetensors missing")
+            raise FileNotFoundError(f"{where}: hyper-head weights model.safetensors missing")
         try:
             state = load_file(path)
         except Exception as exc:  # safetensors raises its own error types
             raise ValueError(f"{path}: corrupt hyper-head weights ({exc}); re-save or re-download the model") from exc
+        broken = sorted(k for k, v in state.items() if not v.is_floating_point() or not bool(torch.isfinite(v).all()))
+        if broken:  # safetensors has no checksum: damage that still parses shows up as NaNs or a wrong dtype
+            raise ValueError(
+                f"{path}: hyper-head weights {broken[:3]} are not finite floating-point numbers; the file is damaged: "
+                "re-save or re-download the model"
+            )
         expected = model.state_dict()
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
@@ -340,8 +362,6 @@ class BaseModelReference(Transformer):
              processor_kwargs: dict[str, Any] | None = None, config_kwargs: dict[str, Any] | None = None,
              backend: str = "torch", init_defaults: dict[str, Any] | None = None,
              **kwargs: Any) -> BaseModelReference:  # fmt: skip
-        import json
-
         from hydra_st.hub.offline import ensure_base_model
         from hydra_st.utils.hashing import fingerprint_model
 
@@ -356,15 +376,27 @@ class BaseModelReference(Transformer):
         )
         if path is None:
             raise FileNotFoundError(f"{model_name_or_path}: {cls.reference_file} is missing")
-        info = json.loads(Path(path).read_text(encoding="utf8"))
+        try:
+            info = json.loads(Path(path).read_text(encoding="utf8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path} does not parse ({exc}); re-save or re-download the model") from exc
+        if not isinstance(info, dict) or not isinstance(info.get("base_model_id"), str) or not info["base_model_id"]:
+            raise ValueError(
+                f"{path} must be a JSON object with a 'base_model_id' string (the Hub id or path of the frozen base); "
+                "re-save or re-download the model"
+            )
+        if not info.get("fingerprint"):
+            logger.warning("%s has no fingerprint: the base model's weights cannot be checked", path)
         model_id = info["base_model_id"]
         source = ensure_base_model(model_id) or model_id
         transformer = Transformer.load(
             str(source),
             token=token,
             cache_folder=cache_folder,
-            trust_remote_code=trust_remote_code,
-            model_kwargs=model_kwargs,
+            # the user trusted this model's code, not that of whatever base it references: a plain transformer
+            # needs none, so the referenced repo never runs code (and its weights are read as safetensors only)
+            trust_remote_code=False,
+            model_kwargs={"use_safetensors": True, **(model_kwargs or {})},
             processor_kwargs=processor_kwargs,
             config_kwargs=config_kwargs,
             backend=backend,

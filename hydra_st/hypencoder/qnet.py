@@ -39,7 +39,10 @@ def converter_from_config(config: dict[str, Any]) -> QNetConverter:
             f"Unknown q-net converter type {name!r}; known: {sorted(_CONVERTERS)}. "
             "Import the module that defines it (decorated with @register_converter) before loading."
         )
-    return _CONVERTERS[name](**config)
+    try:
+        return _CONVERTERS[name](**config)
+    except TypeError as exc:  # keys the converter class does not take: a damaged or newer config
+        raise ValueError(f"q-net converter config {config} does not fit {name!r}: {exc}") from exc
 
 
 @dataclass

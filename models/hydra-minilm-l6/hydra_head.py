@@ -237,15 +237,23 @@ class HydraHead(Module):
             "revision": revision,
             "local_files_only": local_files_only,
         }
-        config = cls.load_config(model_name_or_path=model_name_or_path, **hub_kwargs)
+        where = os.path.join(model_name_or_path, subfolder)
+        if cls.load_file_path(model_name_or_path, filename="config.json", **hub_kwargs) is None:
+            raise FileNotFoundError(f"{where}: the HydraHead's config.json is missing: re-save or re-download it")
+        try:
+            config = cls.load_config(model_name_or_path=model_name_or_path, **hub_kwargs)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where}/config.json does not parse ({exc}): re-save or re-download the model") from exc
         for key, value in (init_defaults or {}).items():  # as in sentence-transformers: the saved config wins
             if key in cls.config_keys:
                 config.setdefault(key, value)
         unknown = sorted(set(config) - set(cls.config_keys))
         if unknown:
             raise ValueError(f"HydraHead config has unknown keys {unknown}; was it saved by a newer hydra_st?")
-        model = cls(**config)
-        where = os.path.join(model_name_or_path, subfolder)
+        try:
+            model = cls(**config)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}/config.json does not describe a HydraHead ({exc})") from exc
         # safetensors only: sentence-transformers would fall back to a pickled pytorch_model.bin
         path = cls.load_file_path(model_name_or_path, filename="model.safetensors", **hub_kwargs)
         if path is None:
@@ -253,10 +261,15 @@ class HydraHead(Module):
                 f"{where}: the HydraHead weights model.safetensors are missing (only safetensors "
                 "are read): re-save or re-download the model"
             )
-        from safetensors.torch import load_model
+        from safetensors.torch import load_file
 
         try:
-            load_model(model, path, strict=True)
+            state = load_file(path)
+            # safetensors has no checksum: damage that still parses shows up as NaNs or a wrong dtype
+            broken = sorted(k for k, v in state.items() if not v.is_floating_point() or not torch.isfinite(v).all())
+            if broken:
+                raise ValueError(f"tensors {broken[:3]} are not finite floating-point numbers")
+            model.load_state_dict(state, strict=True)
         except Exception as exc:  # safetensors raises its own SafetensorError; torch a RuntimeError on bad keys
             raise ValueError(
                 f"{where}: the HydraHead weights cannot be loaded ({type(exc).__name__}: {exc}). The file is damaged "
