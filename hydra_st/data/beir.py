@@ -3,8 +3,8 @@
 The loader is strict: every malformed line (bad JSON, missing field, duplicate id, a judgment that points at
 an unknown query or document, a wrong qrels header) raises :class:`DatasetFormatError` naming the file and the
 line, rather than silently dropping data. It is also tolerant of what real BEIR data contains: CRLF qrels,
-empty titles or texts, queries without judgments (a split is evaluated on its judged queries only) and
-score-0 rows (kept, and treated as non-relevant).
+a UTF-8 byte-order mark, empty titles or texts, queries without judgments (a split is evaluated on its judged
+queries only) and score-0 rows (kept, and treated as non-relevant).
 
 Example:
     >>> from hydra_st.data import load_dataset
@@ -30,6 +30,7 @@ Qrels = dict[str, dict[str, int]]
 """Relevance judgments: ``{query_id: {doc_id: grade}}``; a grade > 0 means relevant."""
 
 QRELS_HEADER = ["query-id", "corpus-id", "score"]
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1  # pytrec_eval stores grades as C ints; a larger one is a SystemError
 
 
 class DatasetFormatError(ValueError):
@@ -132,20 +133,56 @@ class RetrievalDataset:
         )
 
 
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of a UTF-8 file; a leading BOM is dropped, undecodable bytes name their line."""
+    # Decoding line by line (rather than letting a text-mode file decode in blocks) is what lets the error say
+    # which line holds the bad byte, e.g. a corpus saved as latin-1.
+    with open(path, "rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                yield lineno, raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise DatasetFormatError(
+                    path,
+                    f"not valid UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1}); re-save the file as "
+                    "UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+                    lineno,
+                ) from None
+
+
+class _DuplicateKeyError(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of two equal keys silently; a line with two "_id"s is ambiguous, so refuse it.
+    record: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in record:
+            raise _DuplicateKeyError(key)
+        record[key] = value
+    return record
+
+
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise DatasetFormatError(path, "file not found (a BEIR folder needs corpus.jsonl and queries.jsonl)")
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetFormatError(path, f"invalid JSON ({exc.msg} at column {exc.colno})", lineno) from None
-            if not isinstance(record, dict):
-                raise DatasetFormatError(path, f"expected a JSON object, got {type(record).__name__}", lineno)
-            yield lineno, record
+    for lineno, line in _decoded_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line, object_pairs_hook=_reject_duplicate_keys)
+        except json.JSONDecodeError as exc:
+            raise DatasetFormatError(path, f"invalid JSON ({exc.msg} at column {exc.colno})", lineno) from None
+        except _DuplicateKeyError as exc:
+            raise DatasetFormatError(
+                path, f"duplicate key {exc.key!r} in one JSON object; keep only one", lineno
+            ) from None
+        if not isinstance(record, dict):
+            raise DatasetFormatError(path, f"expected a JSON object, got {type(record).__name__}", lineno)
+        yield lineno, record
 
 
 def _field(record: dict[str, Any], key: str, path: Path, lineno: int, required: bool = True) -> str:
@@ -158,8 +195,20 @@ def _field(record: dict[str, Any], key: str, path: Path, lineno: int, required: 
         return str(value)
     if not isinstance(value, str):
         raise DatasetFormatError(path, f"field {key!r} must be a string, got {type(value).__name__}", lineno)
-    if key == "_id" and not value.strip():
-        raise DatasetFormatError(path, "empty '_id'", lineno)
+    if key == "_id":
+        if not value.strip():
+            raise DatasetFormatError(path, "empty '_id'", lineno)
+        # TREC run files are whitespace-separated, so such an id would corrupt every run written for it; and
+        # qrels cells are stripped, so an id with surrounding spaces could never match its judgments.
+        if value != value.strip():
+            raise DatasetFormatError(path, f"'_id' {value!r} has leading or trailing whitespace; remove it", lineno)
+        if any(c.isspace() for c in value):
+            raise DatasetFormatError(
+                path,
+                f"'_id' {value!r} contains whitespace, which TREC run files cannot hold; replace it (e.g. by '_') "
+                "here and in the qrels",
+                lineno,
+            )
     return value
 
 
@@ -178,6 +227,8 @@ def load_corpus(path: str | os.PathLike[str]) -> dict[str, Document]:
         text = _field(record, "text", path, lineno)
         corpus[doc_id] = Document(doc_id, title, text)
         first_seen[doc_id] = lineno
+    if not corpus:
+        raise DatasetFormatError(path, "no documents: the file is empty; it needs one JSON object per document")
     return corpus
 
 
@@ -194,6 +245,8 @@ def load_queries(path: str | os.PathLike[str]) -> dict[str, Query]:
             )
         queries[query_id] = Query(query_id, _field(record, "text", path, lineno))
         first_seen[query_id] = lineno
+    if not queries:
+        raise DatasetFormatError(path, "no queries: the file is empty; it needs one JSON object per query")
     return queries
 
 
@@ -203,29 +256,35 @@ def load_qrels(path: str | os.PathLike[str]) -> Qrels:
     if not path.is_file():
         raise DatasetFormatError(path, "qrels file not found")
     qrels: Qrels = {}
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header is None:
-            raise DatasetFormatError(path, "empty file: expected the header 'query-id\\tcorpus-id\\tscore'", 1)
-        if [h.strip() for h in header] != QRELS_HEADER:
-            raise DatasetFormatError(path, f"wrong header {header!r}: expected {QRELS_HEADER!r} (tab-separated)", 1)
-        for lineno, row in enumerate(reader, start=2):
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if len(row) != 3:
-                raise DatasetFormatError(path, f"expected 3 tab-separated columns, got {len(row)}: {row!r}", lineno)
-            query_id, doc_id, raw_score = (cell.strip() for cell in row)
-            if not query_id or not doc_id:
-                raise DatasetFormatError(path, "empty query-id or corpus-id", lineno)
-            try:
-                score = int(raw_score)
-            except ValueError:
-                raise DatasetFormatError(path, f"score {raw_score!r} is not an integer", lineno) from None
-            judged = qrels.setdefault(query_id, {})
-            if doc_id in judged:
-                raise DatasetFormatError(path, f"duplicate judgment for ({query_id!r}, {doc_id!r})", lineno)
-            judged[doc_id] = score
+    # QUOTE_NONE keeps one row per line, so the row index is the line number.
+    reader = csv.reader((line for _, line in _decoded_lines(path)), delimiter="\t", quoting=csv.QUOTE_NONE)
+    header = next(reader, None)
+    if header is None:
+        raise DatasetFormatError(path, "empty file: expected the header 'query-id\\tcorpus-id\\tscore'", 1)
+    if [h.strip() for h in header] != QRELS_HEADER:
+        raise DatasetFormatError(path, f"wrong header {header!r}: expected {QRELS_HEADER!r} (tab-separated)", 1)
+    for lineno, row in enumerate(reader, start=2):
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if len(row) != 3:
+            raise DatasetFormatError(path, f"expected 3 tab-separated columns, got {len(row)}: {row!r}", lineno)
+        query_id, doc_id, raw_score = (cell.strip() for cell in row)
+        if not query_id or not doc_id:
+            raise DatasetFormatError(path, "empty query-id or corpus-id", lineno)
+        try:
+            score = int(raw_score)
+        except ValueError:
+            raise DatasetFormatError(path, f"score {raw_score!r} is not an integer", lineno) from None
+        if not _INT32_MIN <= score <= _INT32_MAX:
+            raise DatasetFormatError(
+                path,
+                f"score {raw_score} does not fit a 32-bit integer; use a small relevance grade (0, 1, 2...)",
+                lineno,
+            )
+        judged = qrels.setdefault(query_id, {})
+        if doc_id in judged:
+            raise DatasetFormatError(path, f"duplicate judgment for ({query_id!r}, {doc_id!r})", lineno)
+        judged[doc_id] = score
     return qrels
 
 
@@ -246,10 +305,10 @@ def _check_qrels_ids(qrels_path: Path, qrels: Qrels, corpus: dict[str, Document]
 
 def _find_line(path: Path, value: str, column: int) -> int | None:
     # Only called on the error path, so re-reading the file to name the line costs nothing in normal use.
-    with open(path, encoding="utf-8", newline="") as handle:
-        for lineno, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
-            if lineno > 1 and len(row) > column and row[column].strip() == value:
-                return lineno
+    rows = csv.reader((line for _, line in _decoded_lines(path)), delimiter="\t", quoting=csv.QUOTE_NONE)
+    for lineno, row in enumerate(rows, start=1):
+        if lineno > 1 and len(row) > column and row[column].strip() == value:
+            return lineno
     return None
 
 
@@ -258,7 +317,12 @@ def available_splits(
 ) -> list[str]:
     """The qrels splits a dataset folder has, e.g. ``["dev", "test", "train"]``."""
     folder = resolve_dataset_folder(name_or_path, data_dir, download=False)
-    return sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
+    return _splits(folder)
+
+
+def _splits(folder: Path) -> list[str]:
+    # Files only: a directory that happens to be named test.tsv is not a split.
+    return sorted(p.stem for p in (folder / "qrels").glob("*.tsv") if p.is_file())
 
 
 def load_beir_folder(folder: str | os.PathLike[str], split: str = "test", name: str | None = None) -> RetrievalDataset:
@@ -268,8 +332,10 @@ def load_beir_folder(folder: str | os.PathLike[str], split: str = "test", name: 
         raise FileNotFoundError(f"{folder}: no such dataset folder")
     qrels_path = folder / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
-        splits = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
-        raise DatasetFormatError(qrels_path, f"split {split!r} not found; this dataset has splits {splits}")
+        why = " (that path is a directory, not a qrels file)" if qrels_path.is_dir() else ""
+        raise DatasetFormatError(
+            qrels_path, f"split {split!r} not found{why}; this dataset has splits {_splits(folder)}"
+        )
     corpus = load_corpus(folder / "corpus.jsonl")
     queries = load_queries(folder / "queries.jsonl")
     qrels = load_qrels(qrels_path)
@@ -280,7 +346,11 @@ def load_beir_folder(folder: str | os.PathLike[str], split: str = "test", name: 
 def resolve_dataset_folder(
     name_or_path: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None, download: bool = True
 ) -> Path:
-    """Find a dataset by path or by name under the data dir, downloading an official BEIR dataset if allowed."""
+    """Find a dataset by path or by name under the data dir, downloading an official BEIR dataset if allowed.
+
+    A folder that exists but has no ``corpus.jsonl`` is an error, never a reason to download: the download
+    would have to replace the folder and whatever the user keeps in it. Only an empty folder is downloaded into.
+    """
     direct = Path(name_or_path)
     if direct.is_dir() and (direct / "corpus.jsonl").is_file():
         return direct
@@ -288,6 +358,12 @@ def resolve_dataset_folder(
     folder = root / str(name_or_path)
     if (folder / "corpus.jsonl").is_file():
         return folder
+    if folder.is_dir() and (not download or any(folder.iterdir())):
+        raise DatasetFormatError(
+            folder / "corpus.jsonl",
+            "folder exists but has no corpus.jsonl; put the corpus there (unpack corpus.jsonl.gz if it holds one), "
+            "or move the folder away to let hydra_st download the official dataset",
+        )
     if download:
         from hydra_st.data.download import download_beir_dataset
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import os
 import tempfile
 import urllib.error
 import urllib.request
@@ -10,6 +10,8 @@ import zipfile
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from hydra_st.data.beir import DatasetFormatError
 
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
 BEIR_DATASETS = frozenset(
@@ -24,7 +26,8 @@ def download_beir_dataset(name: str, data_dir: Path, url: str | None = None) -> 
     """Download and unpack ``name`` from the official BEIR location into ``data_dir/name``.
 
     The archive is downloaded and unpacked in a temporary folder beside the target and moved into place only
-    when complete, so an interrupted download never leaves a partial dataset.
+    when complete, so an interrupted download never leaves a partial dataset. An existing non-empty target is
+    never replaced (it may hold the user's own files): that raises :class:`DatasetFormatError` instead.
     """
     if url is None and name not in BEIR_DATASETS:
         raise FileNotFoundError(
@@ -34,6 +37,7 @@ def download_beir_dataset(name: str, data_dir: Path, url: str | None = None) -> 
     url = url or BEIR_URL.format(name=name)
     data_dir.mkdir(parents=True, exist_ok=True)
     target = data_dir / name
+    _refuse_non_empty(target)  # before downloading, so a refusal costs no download
     with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=data_dir) as tmp:
         archive = Path(tmp) / f"{name}.zip"
         try:
@@ -57,7 +61,18 @@ def download_beir_dataset(name: str, data_dir: Path, url: str | None = None) -> 
         extracted = Path(tmp) / name
         if not (extracted / "corpus.jsonl").is_file():
             raise ValueError(f"{url}: archive has no {name}/corpus.jsonl")
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.move(str(extracted), target)
+        _refuse_non_empty(target)  # again: something may have appeared there during the download
+        if target.is_dir():
+            target.rmdir()  # empty (checked above); rmdir rather than rmtree, so it can never delete a file
+        # The temporary folder is a sibling, so this is a rename on one filesystem: the dataset appears whole.
+        os.replace(extracted, target)
     return target
+
+
+def _refuse_non_empty(target: Path) -> None:
+    if target.is_symlink() or target.is_file() or (target.is_dir() and any(target.iterdir())):
+        raise DatasetFormatError(
+            target,
+            "already exists and is not empty; refusing to download over it. Move it away (nothing in it is "
+            "touched) to download the official dataset, or complete it by hand",
+        )

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from hydra_st.utils.io import atomic_open
+
+_WHITESPACE = re.compile(r"\s")  # a regex search per id is a C loop: cheap for runs of millions of lines
 
 
 class RunFormatError(ValueError):
@@ -30,11 +33,22 @@ def write_trec_run(
         raise ValueError(f"run tag must be a non-empty word without spaces, got {tag!r}")
     with atomic_open(path, "w") as handle:
         for qid, scores in run.items():
+            _check_id("query", qid)
             for rank, doc_id in enumerate(sorted(scores, key=lambda d: (-scores[d], d)), start=1):
                 score = scores[doc_id]
+                _check_id("document", doc_id)
                 if not math.isfinite(score):
                     raise ValueError(f"non-finite score {score} for query {qid!r}, document {doc_id!r}")
                 handle.write(f"{qid} Q0 {doc_id} {rank} {score:.8g} {tag}\n")
+
+
+def _check_id(kind: str, value: str) -> None:
+    # The format is whitespace-separated: an id with a space would shift every later column of its line, and the
+    # file would be unreadable by read_trec_run and trec_eval alike. Raising aborts the atomic write, so no
+    # half-valid run replaces an existing one.
+    text = str(value)
+    if not text or _WHITESPACE.search(text):
+        raise ValueError(f"{kind} id {value!r} is empty or contains whitespace, which a TREC run file cannot hold")
 
 
 def read_trec_run(path: str | os.PathLike[str]) -> dict[str, dict[str, float]]:

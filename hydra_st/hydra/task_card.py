@@ -12,6 +12,7 @@ import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,43 @@ MAX_EXAMPLES = 8
 MAX_EXAMPLE_CHARS = 1000
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _FIELDS = ("name", "description", "domain", "query_type", "example_queries", "example_documents", "relevance")
+_YAML_SUFFIXES = (".yaml", ".yml")
+_CARD_SUFFIXES = (*_YAML_SUFFIXES, ".json")
 
 
 class TaskCardError(ValueError):
     """A task card is malformed; the message names the field and the fix."""
+
+
+def _reject_duplicate_json_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads would keep the last of two equal keys silently, so a card edited twice reads as only one edit.
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise TaskCardError(f"duplicate key {key!r} in task card JSON; keep only one")
+        data[key] = value
+    return data
+
+
+@cache
+def _unique_key_yaml_loader() -> type:
+    """A ``yaml.SafeLoader`` that rejects duplicate mapping keys (PyYAML keeps the last one silently)."""
+    import yaml
+
+    class UniqueKeySafeLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue  # a complex key is rejected later, as an unknown field
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    line = key_node.start_mark.line + 1
+                    raise TaskCardError(f"duplicate key {key!r} in task card YAML (line {line}); keep only one")
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeySafeLoader
 
 
 @dataclass(frozen=True)
@@ -166,7 +200,7 @@ class TaskCard:
     def from_json(cls, text: str) -> TaskCard:
         """Parse a card from JSON text."""
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_reject_duplicate_json_keys)
         except json.JSONDecodeError as exc:
             raise TaskCardError(f"task card JSON does not parse: {exc}") from exc
         return cls.from_dict(data)
@@ -179,11 +213,11 @@ class TaskCard:
 
     @classmethod
     def from_yaml(cls, text: str) -> TaskCard:
-        """Parse a card from YAML text (``yaml.safe_load``: no arbitrary objects)."""
+        """Parse a card from YAML text (a ``yaml.SafeLoader``: no arbitrary objects; duplicate keys rejected)."""
         import yaml
 
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_unique_key_yaml_loader())  # a SafeLoader subclass: safe
         except yaml.YAMLError as exc:
             raise TaskCardError(f"task card YAML does not parse: {exc}") from exc
         return cls.from_dict(data)
@@ -193,17 +227,26 @@ class TaskCard:
         from hydra_st.utils.io import atomic_write_text
 
         path = Path(path)
-        atomic_write_text(path, self.to_yaml() if path.suffix in (".yaml", ".yml") else self.to_json() + "\n")
+        atomic_write_text(path, self.to_yaml() if path.suffix.lower() in _YAML_SUFFIXES else self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TaskCard:
-        """Read a card from a ``.yaml``/``.yml`` or ``.json`` file."""
+        """Read a card from a ``.yaml``/``.yml`` or ``.json`` file (any case), UTF-8 with or without a BOM."""
         path = Path(path)
+        if path.is_dir():
+            raise TaskCardError(f"task card file {path} is a directory; give the path of the card file")
         if not path.is_file():
             raise FileNotFoundError(f"task card file {path} does not exist")
-        text = path.read_text(encoding="utf-8")
         try:
-            return cls.from_yaml(text) if path.suffix in (".yaml", ".yml") else cls.from_json(text)
+            # utf-8-sig: editors on Windows add a BOM, which the JSON parser would otherwise reject.
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise TaskCardError(
+                f"{path}: not valid UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                "re-save the card as UTF-8"
+            ) from None
+        try:
+            return cls.from_yaml(text) if path.suffix.lower() in _YAML_SUFFIXES else cls.from_json(text)
         except TaskCardError as exc:
             raise TaskCardError(f"{path}: {exc}") from exc
 
@@ -216,12 +259,18 @@ def coerce_card(card: TaskCard | dict[str, Any] | str | os.PathLike[str]) -> Tas
         return TaskCard.from_dict(card)
     if isinstance(card, str | os.PathLike):
         path = Path(card)
-        if path.suffix in (".yaml", ".yml", ".json") and path.exists():
+        has_card_suffix = path.suffix.lower() in _CARD_SUFFIXES
+        if has_card_suffix and path.exists():
             return TaskCard.load(path)
         from hydra_st.hydra.cards import available_cards, load_card
 
         if str(card) in available_cards():
             return load_card(str(card))
+        # A value that looks like a path was meant as a file: saying so beats listing the bundled names.
+        if has_card_suffix or isinstance(card, os.PathLike) or "/" in str(card) or os.sep in str(card):
+            if not path.exists():
+                raise TaskCardError(f"card file {str(card)!r} does not exist; check the path")
+            raise TaskCardError(f"{str(card)!r} is not a task card file: give a .yaml, .yml or .json file")
         raise TaskCardError(
             f"{card!r} is neither a task card file nor a bundled card name ({', '.join(available_cards())})"
         )

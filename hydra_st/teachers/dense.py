@@ -20,6 +20,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+SPOT_CHECK_DOCS = 4
+"""How many cached document embeddings are re-encoded and compared on every cache load."""
+SPOT_CHECK_ATOL = 1e-4
+"""Largest difference allowed between a cached and a re-encoded embedding (batching changes the last digits)."""
+
 
 class DenseTeacher:
     """Dense retrieval with a frozen sentence-transformer (cosine similarity, exact search with faiss).
@@ -27,7 +32,8 @@ class DenseTeacher:
     Corpus embeddings are computed once and stored under
     ``<cache dir>/embeddings/<model fingerprint>/<corpus fingerprint>.npy``: the key changes when the model's
     weights or any document (id, text or order) change, and never otherwise, so every later run, epoch and
-    test reuses them.
+    test reuses them. A cache file is checked on every load (shape, dtype, finite values, and a few documents
+    re-encoded and compared): one that fails is logged as a warning naming the file and rebuilt.
 
     Args:
         model: a Hub id or path (loaded offline-aware via :func:`hydra_st.hub.offline.load_base_model`) or a
@@ -85,20 +91,14 @@ class DenseTeacher:
         if path.is_file():
             try:
                 embeddings = load_numpy(path)
-                if embeddings.shape[0] == len(doc_ids):
-                    return embeddings
-                logger.warning(
-                    "%s holds %d rows for %d documents; re-encoding", path, embeddings.shape[0], len(doc_ids)
-                )
             except ValueError as exc:
                 logger.warning("%s; re-encoding", exc)
-        embeddings = self.model.encode_document(
-            list(doc_texts),
-            batch_size=self.batch_size,
-            show_progress_bar=self.show_progress_bar,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-        ).astype(np.float32, copy=False)
+            else:
+                problem = self._cache_problem(embeddings, doc_texts)
+                if problem is None:
+                    return embeddings
+                logger.warning("%s: %s; re-encoding the corpus and overwriting it", path, problem)
+        embeddings = self._encode_documents(doc_texts, show_progress_bar=self.show_progress_bar)
         atomic_save_numpy(path, embeddings)
         atomic_write_json(
             path.with_suffix(".json"),
@@ -106,6 +106,40 @@ class DenseTeacher:
              "dim": int(embeddings.shape[1]), "first_doc_id": doc_ids[0] if doc_ids else None},
         )  # fmt: skip
         return embeddings
+
+    def _encode_documents(self, texts: Sequence[str], show_progress_bar: bool) -> np.ndarray:
+        return self.model.encode_document(
+            list(texts),
+            batch_size=self.batch_size,
+            show_progress_bar=show_progress_bar,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+        ).astype(np.float32, copy=False)
+
+    def _cache_problem(self, embeddings: np.ndarray, doc_texts: Sequence[str]) -> str | None:
+        """What is wrong with a loaded cache array, or ``None`` when it can be trusted.
+
+        The cache key covers the model and the corpus but not the file's content, so a file that was
+        overwritten (rows shuffled, another model's vectors, bit rot) would otherwise be used silently.
+        """
+        if embeddings.ndim != 2 or embeddings.shape[0] != len(doc_texts):
+            return f"shape {embeddings.shape}, expected ({len(doc_texts)}, dim) for {len(doc_texts)} documents"
+        if embeddings.dtype != np.float32:
+            return f"dtype {embeddings.dtype}, expected float32"
+        if not np.isfinite(embeddings).all():
+            return "it holds non-finite values"
+        if not len(doc_texts):
+            return None
+        # A few documents spread over the corpus (first and last included) are re-encoded: cheap, and it also
+        # checks the dimension and catches rows shuffled or taken from another model.
+        rows = np.unique(np.linspace(0, len(doc_texts) - 1, num=SPOT_CHECK_DOCS).round().astype(int))
+        fresh = self._encode_documents([doc_texts[i] for i in rows], show_progress_bar=False)
+        if fresh.shape[1] != embeddings.shape[1]:
+            return f"dimension {embeddings.shape[1]}, but the model gives {fresh.shape[1]}"
+        diff = float(np.abs(fresh - embeddings[rows]).max())
+        if diff > SPOT_CHECK_ATOL:
+            return f"re-encoded documents {rows.tolist()} differ from the cached rows by up to {diff:.3g}"
+        return None
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised query embeddings ``[n_queries, dim]`` (float32)."""

@@ -133,3 +133,38 @@ def test_coerce_card_accepts_every_form(tmp_path):
         coerce_card("no-such-card")
     with pytest.raises(TaskCardError, match="expected a TaskCard"):
         coerce_card(42)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("dup.yaml", "name: x\ndescription: first\ndescription: second\n"),
+        ("dup.json", '{"name": "x", "description": "first", "description": "second"}'),
+    ],
+)
+def test_duplicate_keys_are_rejected(tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(TaskCardError, match=rf"{name}: duplicate key 'description'"):
+        TaskCard.load(tmp_path / name)
+
+
+def test_card_suffix_is_case_insensitive_and_a_bom_is_accepted(tmp_path):
+    card = make()
+    (tmp_path / "card.YAML").write_text(card.to_yaml())
+    assert TaskCard.load(tmp_path / "card.YAML") == card
+    assert coerce_card(str(tmp_path / "card.YAML")) == card
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + card.to_json().encode())
+    assert TaskCard.load(tmp_path / "bom.json") == card
+
+
+def test_card_file_problems_name_the_path(tmp_path):
+    with pytest.raises(TaskCardError, match=r"card file 'cards/nonexist\.yaml' does not exist"):
+        coerce_card("cards/nonexist.yaml")
+    with pytest.raises(TaskCardError, match=r"card file .*nope\.json' does not exist"):
+        coerce_card(str(tmp_path / "nope.json"))
+    (tmp_path / "latin1.yaml").write_bytes("name: x\ndescription: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(TaskCardError, match=r"latin1\.yaml: not valid UTF-8"):
+        TaskCard.load(tmp_path / "latin1.yaml")
+    (tmp_path / "x.yaml").mkdir()
+    with pytest.raises(TaskCardError, match=r"x\.yaml is a directory"):
+        coerce_card(str(tmp_path / "x.yaml"))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -53,18 +54,54 @@ def test_dense_teacher_caches_by_model_and_corpus(tiny_st_model, tmp_path: Path,
     assert path.is_file() and first.shape == (5, 32) and first.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, rtol=1e-5)
 
-    calls = []
+    calls: list[int] = []  # how many texts each encode_document call got
     original = teacher.model.encode_document
-    teacher.model.encode_document = lambda *a, **k: calls.append(1) or original(*a, **k)
+    teacher.model.encode_document = lambda texts, *a, **k: calls.append(len(texts)) or original(texts, *a, **k)
     np.testing.assert_array_equal(teacher.encode_corpus(ds.doc_ids, ds.doc_texts), first)
-    assert calls == []  # second call reads the cache, no re-encoding
+    assert calls == [4]  # second call reads the cache: only the spot-check documents are re-encoded
 
     changed = [*ds.doc_texts[:-1], "a different last document"]
     assert teacher.cache_path(ds.doc_ids, changed) != path
 
     path.write_bytes(b"garbage")  # a corrupt cache file is rebuilt, not trusted
     np.testing.assert_allclose(teacher.encode_corpus(ds.doc_ids, ds.doc_texts), first, rtol=1e-5, atol=1e-6)
-    assert calls == [1]
+    assert calls == [4, 5]
+
+
+def _shuffled(a: np.ndarray) -> np.ndarray:
+    return a[::-1].copy()
+
+
+def _with_nan(a: np.ndarray) -> np.ndarray:
+    a = a.copy()
+    a[2, 0] = np.nan  # row 2 is not a spot-checked row: the finiteness check must catch it
+    return a
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (_shuffled, "re-encoded documents .* differ from the cached rows"),
+        (lambda a: a[:, :16].copy(), "dimension 16, but the model gives 32"),
+        (_with_nan, "non-finite values"),
+        (lambda a: (a * 100).astype(np.int32), "dtype int32, expected float32"),
+    ],
+)
+def test_dense_teacher_rebuilds_a_wrong_cache(
+    tiny_st_model, tmp_path: Path, toy_dataset_dir: Path, caplog: pytest.LogCaptureFixture, corrupt, message: str
+) -> None:
+    from hydra_st.utils.io import atomic_save_numpy, load_numpy
+
+    ds = load_beir_folder(toy_dataset_dir)
+    teacher = DenseTeacher(tiny_st_model, cache_dir=tmp_path, show_progress_bar=False)
+    good = teacher.encode_corpus(ds.doc_ids, ds.doc_texts)
+    path = teacher.cache_path(ds.doc_ids, ds.doc_texts)
+    atomic_save_numpy(path, corrupt(good))
+    with caplog.at_level("WARNING", logger="hydra_st.teachers.dense"):
+        np.testing.assert_allclose(teacher.encode_corpus(ds.doc_ids, ds.doc_texts), good, atol=1e-6)
+    assert str(path) in caplog.text and "re-encoding" in caplog.text
+    assert re.search(message, caplog.text)
+    np.testing.assert_allclose(load_numpy(path), good, atol=1e-6)  # the cache file was rebuilt
 
 
 def test_dense_teacher_search(tiny_st_model, tmp_path: Path, toy_dataset_dir: Path) -> None:
