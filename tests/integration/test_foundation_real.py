@@ -52,15 +52,23 @@ def test_baselines_on_adi_and_med(beir_data_dir: Path, minilm) -> None:
         assert ndcg[(name, "rrf")] > max(ndcg[(name, "bm25")], ndcg[(name, "dense")])
 
 
-def test_dense_cache_is_reused_across_teachers(beir_data_dir: Path, minilm) -> None:
+def test_dense_cache_is_reused_across_teachers(beir_data_dir: Path, minilm, monkeypatch) -> None:
     ds = load_dataset("med", data_dir=beir_data_dir, download=False)
     first = DenseTeacher(minilm, show_progress_bar=False)
     embeddings = first.encode_corpus(ds.doc_ids, ds.doc_texts)
     assert first.cache_path(ds.doc_ids, ds.doc_texts).is_file()
     second = DenseTeacher(minilm, show_progress_bar=False)
-    second.model = None  # type: ignore[assignment]  # any attempt to encode would fail
-    second._model_fingerprint = first.model_fingerprint
+    encoded: list[int] = []
+    encode = minilm.encode_document
+
+    def counting(texts, **kwargs):
+        encoded.append(len(texts))
+        return encode(texts, **kwargs)
+
+    monkeypatch.setattr(minilm, "encode_document", counting)
     np.testing.assert_array_equal(second.encode_corpus(ds.doc_ids, ds.doc_texts), embeddings)
+    # the real MiniLM's cache passes its spot check: only the 4 checked documents are encoded again, not the corpus
+    assert encoded == [4]
 
 
 def test_cli_evaluate_writes_runs_and_results(
