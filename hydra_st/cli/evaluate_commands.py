@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hydra_st.cli.common import add_data_args, write_run_and_result
+from hydra_st.cli.common import add_data_args, positive_int, write_run_and_result
 from hydra_st.settings import DEFAULT_BASE_MODEL
 
 
@@ -23,9 +23,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--split", default="test", help="qrels split to evaluate (default: test)")
     parser.add_argument("--model", default=DEFAULT_BASE_MODEL, help="dense model (Hub id or path)")
-    parser.add_argument("--top-k", type=int, default=1000, help="documents retrieved per query (default: 1000)")
+    parser.add_argument(
+        "--top-k", type=positive_int, default=1000, help="documents retrieved per query (default: 1000)"
+    )
     parser.add_argument("--rrf-k", type=float, default=60.0, help="RRF constant (default: 60)")
-    parser.add_argument("--rrf-depth", type=int, default=100, help="top documents of each ranker fused (default: 100)")
+    parser.add_argument(
+        "--rrf-depth", type=positive_int, default=100, help="top documents of each ranker fused (default: 100)"
+    )
     parser.add_argument("--metrics", nargs="+", default=None, help="metrics (default: ndcg@10 mrr@10 recall@100 map)")
     parser.add_argument("--output-dir", default="outputs/evaluate", help="where run files and results go")
     add_data_args(parser)
@@ -43,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("--dataset", required=True, help="dataset name or path (its qrels are read)")
     compare.add_argument("--split", default="test", help="qrels split (default: test)")
     compare.add_argument("--metrics", nargs="+", default=["ndcg@10", "mrr@10", "recall@100"], help="metrics")
-    compare.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples and sign flips")
+    compare.add_argument("--resamples", type=positive_int, default=10_000, help="bootstrap resamples and sign flips")
     compare.add_argument("--seed", type=int, default=0, help="seed of the resampling (default: 0)")
     compare.add_argument("--output", default=None, help="also write the comparison as JSON here")
     add_data_args(compare)

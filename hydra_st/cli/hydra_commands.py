@@ -9,7 +9,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from hydra_st.cli.common import add_data_args, write_run_and_result
+from hydra_st.cli.common import add_data_args, check_model, model_not_found, positive_int, write_run_and_result
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_args(qs)
     qs.add_argument("--output-dir", default="outputs/hydra-quickstart", help="where the model and results go")
     qs.add_argument("--tasks", default=None, help="comma-separated dataset names (default: the quickstart mix)")
-    qs.add_argument("--epochs", type=int, default=None, help="training epochs (default: the recipe's)")
+    qs.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: the recipe's)")
     qs.add_argument(
         "--loto", action="store_true", help="also train one leave-one-task-out hypernet per task (about 45 s each)"
     )
@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--dataset", required=True, help="dataset name under the data dir")
     ev.add_argument("--card", default=None, help="card file or bundled card name (default: the dataset's own card)")
     ev.add_argument("--split", default="test", help="qrels split to evaluate (default: test)")
-    ev.add_argument("--top-k", type=int, default=1000, help="documents retrieved per query (default: 1000)")
+    ev.add_argument("--top-k", type=positive_int, default=1000, help="documents retrieved per query (default: 1000)")
     ev.add_argument("--output-dir", default="outputs/hydra-evaluate", help="where run files and results go")
     add_data_args(ev)
     ev.set_defaults(func=hydra_evaluate)
@@ -131,7 +131,14 @@ def hydra_evaluate(args: argparse.Namespace) -> int:
 
     ds = load_dataset(args.dataset, split=args.split, data_dir=args.data_dir)
     card = coerce_card(args.card or ds.name)  # a dataset without a bundled card: the error lists the cards there are
-    model = Hydra(args.model)
+    # a Hypencoder or a missing path is named here, not as sentence-transformers' trust_remote_code/Hub error
+    check_model(args.model, "hydra", "hydra-st hydra-evaluate")
+    try:
+        model = Hydra(args.model)
+    except OSError as exc:
+        if Path(args.model).exists():
+            raise
+        raise model_not_found(args.model, exc) from exc
     base = SentenceTransformer(modules=model.base_modules(), device=str(model.device))
     # the frozen base's corpus embeddings come from (and go to) the shared embedding cache; the head is applied
     # on top, which equals model.encode_document(..., task_card=card)

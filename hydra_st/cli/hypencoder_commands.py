@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hydra_st.cli.common import add_data_args
+from hydra_st.cli.common import add_data_args, check_model, model_not_found, non_negative_int, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     enc.add_argument("--model", required=True, help="Hypencoder or sentence-transformer path/id")
     enc.add_argument("--dataset", required=True, help="dataset name or path")
     enc.add_argument("--output", required=True, help="store folder")
-    enc.add_argument("--batch-size", type=int, default=32, help="documents per encode batch (default 32)")
+    enc.add_argument("--batch-size", type=positive_int, default=32, help="documents per encode batch (default 32)")
     enc.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     add_data_args(enc)
     enc.set_defaults(func=run_encode)
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "beside them; optionally also a faiss index for the bi-encoder baseline.",
     )
     graph.add_argument("--store", required=True, help="store folder written by `hydra-st encode`")
-    graph.add_argument("--k", type=int, default=32, help="neighbours per document (default 32)")
+    graph.add_argument("--k", type=positive_int, default=32, help="neighbours per document (default 32)")
     graph.add_argument(
         "--method",
         choices=["exact", "ivf", "hnsw"],
@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     graph.add_argument(
         "--reverse-edges",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="also link each document to up to this many documents that list it (0: plain k-NN graph, as "
         "published; 32 lifts graph-search recall at 100k documents, see evaluation/results/hypencoder_search.md)",
@@ -77,27 +77,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="exhaustive q-net scoring, q-net graph search (needs build-graph) or the faiss index of a bi-encoder "
         "(needs build-graph --faiss; default exhaustive)",
     )
-    ret.add_argument("--top-k", type=int, default=100, help="documents kept per query (default 100)")
+    ret.add_argument("--top-k", type=positive_int, default=100, help="documents kept per query (default 100)")
     ret.add_argument("--output-dir", required=True, help="where the TREC run and the metrics JSON go")
     ret.add_argument(
-        "--entry-points", type=int, default=1024, help="graph search: random starting documents (default 1024)"
+        "--entry-points",
+        type=positive_int,
+        default=1024,
+        help="graph search: random starting documents (default 1024)",
     )
     ret.add_argument(
-        "--ncandidates", type=int, default=64, help="graph search: best documents expanded per round (default 64)"
+        "--ncandidates",
+        type=positive_int,
+        default=64,
+        help="graph search: best documents expanded per round (default 64)",
     )
-    ret.add_argument("--max-iter", type=int, default=16, help="graph search: maximum rounds (default 16)")
+    ret.add_argument("--max-iter", type=positive_int, default=16, help="graph search: maximum rounds (default 16)")
     ret.add_argument("--no-early-stop", action="store_true", help="graph search: always run --max-iter rounds")
-    ret.add_argument("--patience", type=int, default=1, help="rounds that may add nothing before graph search stops")
+    ret.add_argument(
+        "--patience", type=positive_int, default=1, help="rounds that may add nothing before graph search stops"
+    )
     ret.add_argument(
         "--index-seeds",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="graph search: also start from the top N documents of the store's faiss index for the q-net's linear "
         "term (needs build-graph --faiss hnsw|flat; at 100k documents, on a --reverse-edges 32 graph, 1024 seeds "
         "with --entry-points 1024 --ncandidates 128 measured recall@10 0.992 at 21.6x below exhaustive latency; "
         "default 0: random entry points only)",
     )
-    ret.add_argument("--chunk-size", type=int, default=None, help="documents per exhaustive chunk")
+    ret.add_argument("--chunk-size", type=positive_int, default=None, help="documents per exhaustive chunk")
     ret.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     ret.add_argument(
         "--metrics",
@@ -109,18 +117,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ret.set_defaults(func=run_retrieve)
 
 
-def load_model(name: str, device: str = "cpu") -> Any:
-    """A Hypencoder when the folder holds a hyper-head, else a plain SentenceTransformer."""
-    from hydra_st.hypencoder import Hypencoder
-    from hydra_st.hypencoder.modules import HYPER_HEAD_TYPE
+def load_model(name: str, device: str = "cpu", command: str = "hydra-st retrieve") -> Any:
+    """A Hypencoder when the folder holds one, else a plain SentenceTransformer (never a Hydra model).
 
-    path = Path(name)
-    configs = [*path.rglob("modules.json"), *path.rglob("router_config.json")] if path.is_dir() else []
-    if any(HYPER_HEAD_TYPE in p.read_text(encoding="utf8") for p in configs):
-        return Hypencoder(str(path), device=device)
+    The family is read from the folder's files first, so a missing path, or a Hydra model given to a Hypencoder
+    command, gets an error saying so rather than sentence-transformers' remote-code or Hub-connection message.
+    """
+    from hydra_st.cli.common import model_family
+    from hydra_st.hypencoder import Hypencoder
+
+    check_model(name, None, command)
+    if model_family(name) == "hypencoder":
+        return Hypencoder(str(Path(name)), device=device)
     from hydra_st.hub.offline import load_base_model
 
-    return load_base_model(name, device=device)
+    try:
+        return load_base_model(name, device=device)
+    except OSError as exc:
+        if Path(name).exists():
+            raise
+        raise model_not_found(name, exc) from exc
 
 
 def faiss_query_vectors(model: Any, texts: list[str]) -> Any:
@@ -140,26 +156,31 @@ def faiss_query_vectors(model: Any, texts: list[str]) -> Any:
 
 
 def run_encode(args: argparse.Namespace) -> int:
-    from hydra_st.data import load_dataset
+    import os
+
+    from hydra_st.data import load_dataset_corpus
     from hydra_st.retrieval import EmbeddingStore
 
-    ds = (
-        load_dataset(args.dataset, split="test", data_dir=args.data_dir)
-        if not Path(args.dataset).is_dir()
-        else load_dataset(args.dataset, data_dir=args.data_dir)
-    )
-    model = load_model(args.model, args.device)
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output {output} is an existing file, not a store folder: give a folder path")
+    # encoding needs only the documents: no queries or qrels split has to exist
+    corpus = load_dataset_corpus(args.dataset, data_dir=args.data_dir)
+    doc_ids = list(corpus)
+    doc_texts = [doc.full_text for doc in corpus.values()]
+    name = Path(args.dataset).name if os.sep in str(args.dataset) else str(args.dataset)
+    model = load_model(args.model, args.device, command="hydra-st encode")
     if getattr(type(model), "_is_hypencoder", False):
         from hydra_st.hypencoder.training_data import document_vectors
 
         # a frozen-base Hypencoder's document vectors are the base's embeddings: reuse the embedding cache
-        emb = document_vectors(model, ds.doc_ids, ds.doc_texts, cache_dir=args.cache_dir).numpy()
+        emb = document_vectors(model, doc_ids, doc_texts, cache_dir=args.cache_dir).numpy()
     else:
         emb = model.encode_document(
-            ds.doc_texts, batch_size=args.batch_size, convert_to_numpy=True, show_progress_bar=True
+            doc_texts, batch_size=args.batch_size, convert_to_numpy=True, show_progress_bar=True
         )
-    EmbeddingStore(args.output).save(emb, ds.doc_ids, meta={"model": args.model, "dataset": ds.name})
-    print(f"encoded {len(ds.doc_ids)} documents ({emb.shape[1]}-d) into {args.output}")
+    EmbeddingStore(output).save(emb, doc_ids, meta={"model": args.model, "dataset": name})
+    print(f"encoded {len(doc_ids)} documents ({emb.shape[1]}-d) into {output}")
     return 0
 
 
@@ -167,17 +188,19 @@ def run_build_graph(args: argparse.Namespace) -> int:
     from hydra_st.retrieval import EmbeddingStore, FaissIndex, build_neighbor_graph
 
     store = EmbeddingStore(args.store)
-    emb = store.load_embeddings(mmap=False)
+    emb = store.load_embeddings(mmap=False)  # refuses non-finite vectors: faiss would build a graph from NaN
+    fingerprint = store.embeddings_fingerprint()  # what the graph and index record they were built from
     t = time.perf_counter()
     graph = build_neighbor_graph(
         emb, k=min(args.k, len(emb) - 1), metric=args.metric, method=args.method, reverse_edges=args.reverse_edges
     )
-    store.save_graph(graph, {"metric": args.metric, "method": args.method, "reverse_edges": args.reverse_edges})
+    info = {"metric": args.metric, "method": args.method, "reverse_edges": args.reverse_edges}
+    store.save_graph(graph, info, embeddings_fingerprint=fingerprint)
     print(f"neighbour graph {graph.shape} built in {time.perf_counter() - t:.1f}s")
     if args.faiss != "none":
         index = FaissIndex(emb.shape[1], kind=args.faiss)
         index.add(emb)
-        store.save_index(index)
+        store.save_index(index, embeddings_fingerprint=fingerprint)
         print(f"faiss {args.faiss} index over {len(index)} vectors saved")
     return 0
 
@@ -195,6 +218,11 @@ def run_retrieve(args: argparse.Namespace) -> int:
     ds = load_dataset(args.dataset, split=args.split, data_dir=args.data_dir)
     if set(doc_ids) != set(ds.doc_ids):
         raise ValueError(f"the store {args.store} was encoded from another corpus than {args.dataset}; re-run encode")
+    emb = store.load_embeddings()  # verified against meta.json, dtype and finiteness; a memmap, nothing copied
+    if len(doc_ids) != len(emb):
+        raise ValueError(
+            f"the store {args.store} has {len(emb)} embeddings but {len(doc_ids)} ids; re-run `hydra-st encode`"
+        )
     model = load_model(args.model, args.device)
     queries = ds.judged_queries or ds.queries
     qids = sorted(queries)
@@ -205,7 +233,6 @@ def run_retrieve(args: argparse.Namespace) -> int:
         if index is None:
             from hydra_st.retrieval import FaissIndex
 
-            emb = store.load_embeddings(mmap=False)
             index = FaissIndex(emb.shape[1])
             index.add(emb)
         scores, idx = index.search(faiss_query_vectors(model, texts), args.top_k)
@@ -214,7 +241,6 @@ def run_retrieve(args: argparse.Namespace) -> int:
         is_hyp = getattr(type(model), "_is_hypencoder", False)
         scorer = model.similarity if is_hyp else dot_scorer
         q = model.encode_query(texts, convert_to_tensor=True, show_progress_bar=False)
-        emb = store.load_embeddings()
         if args.mode == "exhaustive":
             scores, idx = exhaustive_search(
                 q,
@@ -256,15 +282,20 @@ def run_retrieve(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t
     run = to_run(qids, doc_ids, scores, idx)
     out = Path(args.output_dir)
-    write_trec_run(run, out / f"{args.mode}.trec", tag=f"hydra_st-hypencoder-{args.mode}")
+    result = evaluate_run(ds.qrels, run, metrics=args.metrics or list(DEFAULT_METRICS)) if ds.qrels else None
+    # the old metrics and summary go before the new run is written: an interruption must never leave a new run
+    # beside metrics that describe the previous one
+    for stale in (f"{args.mode}.metrics.json", f"{args.mode}.summary.json"):
+        (out / stale).unlink(missing_ok=True)
+    family = "hypencoder" if getattr(type(model), "_is_hypencoder", False) else "biencoder"
+    write_trec_run(run, out / f"{args.mode}.trec", tag=f"hydra_st-{family}-{args.mode}")
     summary: dict[str, Any] = {
         "mode": args.mode,
         "queries": len(qids),
         "seconds": seconds,
         "ms_per_query": 1000 * seconds / max(1, len(qids)),
     }
-    if ds.qrels:
-        result = evaluate_run(ds.qrels, run, metrics=args.metrics or list(DEFAULT_METRICS))
+    if result is not None:
         summary["metrics"] = result.aggregate
         result.save(out / f"{args.mode}.metrics.json")
     atomic_write_json(out / f"{args.mode}.summary.json", summary)

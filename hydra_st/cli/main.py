@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -26,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Hypernetwork retrieval models for sentence-transformers: baselines, Hydra and Hypencoder.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error (also: $HYDRA_ST_DEBUG=1)"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -49,10 +54,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError, ImportError) as exc:
-        # Expected user errors (missing data, malformed files, missing extras) get one clear line, no traceback.
+    except user_errors() as exc:
+        # Expected user errors (missing data, malformed or unreadable files, missing extras) get one clear line,
+        # no traceback; --debug keeps the traceback for a bug report.
+        if args.debug or os.environ.get("HYDRA_ST_DEBUG", "") not in ("", "0"):
+            raise
         print(f"hydra-st {args.command}: error: {exc}", file=sys.stderr)
         return 1
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions ``main`` reports as one line: OSError covers missing, unreadable and existing-file errors."""
+    errors: tuple[type[BaseException], ...] = (OSError, ValueError, ImportError, json.JSONDecodeError)
+    try:
+        from safetensors import SafetensorError  # a damaged weights file, raised by the Rust reader
+
+        errors = (*errors, SafetensorError)
+    except ImportError:
+        pass
+    return errors
 
 
 if __name__ == "__main__":

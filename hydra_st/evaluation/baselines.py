@@ -56,6 +56,12 @@ class BaselineSuite:
     _dense: DenseTeacher | None = field(default=None, init=False, repr=False)
     _runs: dict[str, Run] = field(default_factory=dict, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        # top_k 0 would evaluate empty runs (every metric 0.0) without any error
+        for name in ("top_k", "rrf_depth"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
     @classmethod
     def for_dataset(
         cls, name: str, split: str = "test", data_dir: str | os.PathLike[str] | None = None, **kwargs

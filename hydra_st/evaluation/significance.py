@@ -112,6 +112,8 @@ def paired_comparison(
         )
     if not a:
         raise ValueError("paired comparison needs at least one query")
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
     queries = sorted(a)

@@ -88,6 +88,11 @@ def exhaustive_search(
         raise ValueError("the corpus is empty")
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if chunk_size is not None and chunk_size < 1:
+        # range() with a step <= 0 would scan nothing (or raise a bare error): an empty run with exit 0
+        raise ValueError(f"chunk_size must be >= 1 (or None for the default), got {chunk_size}")
+    if query_batch_size < 1:
+        raise ValueError(f"query_batch_size must be >= 1, got {query_batch_size}")
     q_all = as_tensor(queries, device=device)
     if q_all.dim() == 1:
         q_all = q_all.unsqueeze(0)

@@ -67,6 +67,9 @@ def build_neighbor_graph(
 
     x = np.ascontiguousarray(as_tensor(embeddings).float().cpu().numpy())
     n, d = x.shape
+    if not np.isfinite(x).all():
+        # faiss would build a graph from NaN scores without complaint; the search over it would then be meaningless
+        raise ValueError("the document vectors hold NaN or infinite values: re-encode them (`hydra-st encode`)")
     if not 1 <= k < n:
         raise ValueError(f"k must be in [1, {n - 1}] for {n} documents, got {k}")
     if metric not in ("ip", "l2"):
@@ -203,6 +206,14 @@ class GraphSearcher:
         device: str | torch.device | None = None,
         extra_entry_points: Callable[[Tensor], Tensor | np.ndarray] | None = None,
     ) -> None:
+        for name, value in (
+            ("num_entry_points", num_entry_points),
+            ("ncandidates", ncandidates),
+            ("max_iter", max_iter),
+        ):
+            if value < 1:
+                # 0 would silently return empty or unexpanded results instead of failing
+                raise ValueError(f"{name} must be >= 1, got {value}")
         self.docs = as_tensor(docs, device=device, dtype=torch.float32)
         graph = np.asarray(graph)
         if graph.ndim != 2 or graph.shape[0] != len(self.docs):
