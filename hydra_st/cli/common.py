@@ -12,6 +12,16 @@ HYDRA_COMMAND = "hydra-st hydra-evaluate"
 HYPENCODER_COMMAND = "hydra-st retrieve (after hydra-st encode)"
 
 
+def _whole_number(value: str, minimum: int, meaning: str = "") -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value!r}") from None
+    if number < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}{meaning}, got {number}")
+    return number
+
+
 def positive_int(value: str) -> int:
     """argparse type: an integer >= 1 (a count or size where 0 would silently give empty results).
 
@@ -19,13 +29,7 @@ def positive_int(value: str) -> int:
         >>> positive_int("3")
         3
     """
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
-    return number
+    return _whole_number(value, 1)
 
 
 def non_negative_int(value: str) -> int:
@@ -35,13 +39,7 @@ def non_negative_int(value: str) -> int:
         >>> non_negative_int("0")
         0
     """
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value!r}") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 (0 turns it off), got {number}")
-    return number
+    return _whole_number(value, 0, " (0 turns it off)")
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:

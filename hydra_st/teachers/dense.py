@@ -108,7 +108,10 @@ class DenseTeacher:
         return embeddings
 
     def _encode_documents(self, texts: Sequence[str], show_progress_bar: bool) -> np.ndarray:
-        return self.model.encode_document(
+        return self._encode(self.model.encode_document, texts, show_progress_bar)
+
+    def _encode(self, encode: Any, texts: Sequence[str], show_progress_bar: bool) -> np.ndarray:
+        return encode(
             list(texts),
             batch_size=self.batch_size,
             show_progress_bar=show_progress_bar,
@@ -143,13 +146,7 @@ class DenseTeacher:
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised query embeddings ``[n_queries, dim]`` (float32)."""
-        return self.model.encode_query(
-            list(texts),
-            batch_size=self.batch_size,
-            show_progress_bar=False,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-        ).astype(np.float32, copy=False)
+        return self._encode(self.model.encode_query, texts, show_progress_bar=False)
 
     def index(self, doc_ids: Sequence[str], doc_texts: Sequence[str]) -> DenseTeacher:
         """Encode (or load) the corpus and build an exact inner-product faiss index over it."""
