@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from hydra_st.data import available_splits, load_dataset  # noqa: E402
 from hydra_st.evaluation import (  # noqa: E402
+    TRAIN_OVERLAP_POOLS,
     PairedComparison,
     evaluate_run,
     format_p_value,
@@ -82,7 +83,7 @@ def _metrics(name: str, qrels: dict, run: dict) -> tuple[dict[str, float], dict[
     metrics = dict(result.aggregate)
     if "train" in available_splits(name):
         groups = split_by_train_overlap(qrels, train_qrels(name))
-        for label, group in zip(("train_pool", "new_pool"), groups, strict=True):
+        for label, group in zip(TRAIN_OVERLAP_POOLS, groups, strict=True):
             if group:
                 metrics[f"ndcg@10/{label}"] = result.mean_over(group, "ndcg@10")
                 metrics[f"queries/{label}"] = len(group)

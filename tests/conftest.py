@@ -120,3 +120,14 @@ TOY_QRELS = "query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\nq2\td2\t2\r\nq2\td5\t0\r
 def toy_dataset_dir(tmp_path: Path) -> Path:
     """A five-document BEIR folder with CRLF qrels, an empty title, an empty text, an unjudged query and a 0 row."""
     return write_beir_folder(tmp_path / "toy", TOY_CORPUS, TOY_QUERIES, {"test": TOY_QRELS})
+
+
+def zip_folder(folder: Path, archive: Path, prefix: str) -> Path:
+    """Zip ``folder`` as ``<prefix>/...`` (the layout of an official BEIR archive); returns ``archive``."""
+    import zipfile
+
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in folder.rglob("*"):
+            if path.is_file():
+                zf.write(path, f"{prefix}/{path.relative_to(folder)}")
+    return archive

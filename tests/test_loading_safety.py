@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
@@ -45,7 +44,7 @@ def test_pickled_root_weights_are_never_read(hydra_dir):
         Hydra(str(hydra_dir))
 
 
-def test_a_folder_that_is_not_the_family_is_refused(hydra_dir, hyp_dir, tiny_st_model_dir):
+def test_a_folder_that_is_not_the_family_is_refused(tiny_st_model_dir):
     with pytest.raises(ValueError, match="not a Hydra model"):
         Hydra(str(tiny_st_model_dir))
     with pytest.raises(ValueError, match="not a Hypencoder"):
@@ -113,4 +112,3 @@ def test_a_base_reference_runs_no_code_and_is_validated(tiny_st_model, tiny_st_m
     reference.write_text(json.dumps({"max_seq_length": 16}))
     with pytest.raises(ValueError, match="base_model_id"):
         Hypencoder(str(tmp_path / "ref"))
-    shutil.rmtree(tmp_path / "ref")

@@ -224,6 +224,7 @@ def run_retrieve(args: argparse.Namespace) -> int:
             f"the store {args.store} has {len(emb)} embeddings but {len(doc_ids)} ids; re-run `hydra-st encode`"
         )
     model = load_model(args.model, args.device)
+    is_hyp = getattr(type(model), "_is_hypencoder", False)
     queries = ds.judged_queries or ds.queries
     qids = sorted(queries)
     texts = [queries[q].text for q in qids]
@@ -238,7 +239,6 @@ def run_retrieve(args: argparse.Namespace) -> int:
         scores, idx = index.search(faiss_query_vectors(model, texts), args.top_k)
         scores, idx = torch.from_numpy(scores), torch.from_numpy(idx)
     else:
-        is_hyp = getattr(type(model), "_is_hypencoder", False)
         scorer = model.similarity if is_hyp else dot_scorer
         q = model.encode_query(texts, convert_to_tensor=True, show_progress_bar=False)
         if args.mode == "exhaustive":
@@ -287,7 +287,7 @@ def run_retrieve(args: argparse.Namespace) -> int:
     # beside metrics that describe the previous one
     for stale in (f"{args.mode}.metrics.json", f"{args.mode}.summary.json"):
         (out / stale).unlink(missing_ok=True)
-    family = "hypencoder" if getattr(type(model), "_is_hypencoder", False) else "biencoder"
+    family = "hypencoder" if is_hyp else "biencoder"
     write_trec_run(run, out / f"{args.mode}.trec", tag=f"hydra_st-{family}-{args.mode}")
     summary: dict[str, Any] = {
         "mode": args.mode,

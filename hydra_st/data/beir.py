@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra_st.settings import resolve_data_dir
+from hydra_st.utils.io import DuplicateKeyError, reject_duplicate_keys
 
 Qrels = dict[str, dict[str, int]]
 """Relevance judgments: ``{query_id: {doc_id: grade}}``; a grade > 0 means relevant."""
@@ -150,22 +151,6 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
                 ) from None
 
 
-class _DuplicateKeyError(ValueError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # json.loads keeps the last of two equal keys silently; a line with two "_id"s is ambiguous, so refuse it.
-    record: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in record:
-            raise _DuplicateKeyError(key)
-        record[key] = value
-    return record
-
-
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise DatasetFormatError(path, "file not found (a BEIR folder needs corpus.jsonl and queries.jsonl)")
@@ -173,10 +158,11 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line, object_pairs_hook=_reject_duplicate_keys)
+            # a line with two "_id"s is ambiguous, and json.loads would keep the last one silently
+            record = json.loads(line, object_pairs_hook=reject_duplicate_keys)
         except json.JSONDecodeError as exc:
             raise DatasetFormatError(path, f"invalid JSON ({exc.msg} at column {exc.colno})", lineno) from None
-        except _DuplicateKeyError as exc:
+        except DuplicateKeyError as exc:
             raise DatasetFormatError(
                 path, f"duplicate key {exc.key!r} in one JSON object; keep only one", lineno
             ) from None

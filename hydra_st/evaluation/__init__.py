@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from hydra_st.evaluation.metrics import (
     DEFAULT_METRICS,
+    TRAIN_OVERLAP_POOLS,
     EvaluationResult,
     evaluate_run,
     parse_metric,
@@ -16,6 +17,7 @@ from hydra_st.evaluation.tables import format_table
 
 __all__ = [
     "DEFAULT_METRICS",
+    "TRAIN_OVERLAP_POOLS",
     "EvaluationResult",
     "PairedComparison",
     "RunFormatError",

@@ -141,6 +141,10 @@ def evaluate_run(
     return EvaluationResult(aggregate=aggregate, per_query=per_query, num_queries=n, metadata=dict(metadata or {}))
 
 
+TRAIN_OVERLAP_POOLS = ("train_pool", "new_pool")
+"""Labels of the two groups :func:`split_by_train_overlap` returns, in its order."""
+
+
 def split_by_train_overlap(
     test_qrels: Mapping[str, Mapping[str, int]], train_qrels: Mapping[str, Mapping[str, int]]
 ) -> tuple[set[str], set[str]]:

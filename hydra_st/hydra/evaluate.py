@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hydra_st.evaluation import evaluate_run, paired_comparison, split_by_train_overlap
+from hydra_st.evaluation import TRAIN_OVERLAP_POOLS, evaluate_run, paired_comparison, split_by_train_overlap
 from hydra_st.teachers import BM25Teacher, reciprocal_rank_fusion
 
 from .generator import apply_head
@@ -53,7 +53,7 @@ def wrong_card_for(name: str, names: Sequence[str]) -> str:
     return order[(order.index(name) + 1) % len(order)]
 
 
-POOLS = ("train_pool", "new_pool")
+POOLS = TRAIN_OVERLAP_POOLS  # the labels of the train-pool / new-pool split, as the Hypencoder reports them
 
 
 def train_pools(task: Any) -> tuple[set[str], set[str]] | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -39,27 +38,23 @@ class Hydra(SentenceTransformer):
             super().__init__(model_name_or_path, *args, **safetensors_only(kwargs))
         if model_name_or_path is not None:
             check_tokenizers(self, model_name_or_path)
-            last = list(self._modules.values())[-1] if self._modules else None
-            if not isinstance(last, HydraHead):
+            try:
+                self.head  # noqa: B018  # the property raises unless the last module is a HydraHead
+            except (TypeError, IndexError):
                 raise ValueError(
                     f"{model_name_or_path}: its modules.json lists no HydraHead as the last module, so this is not a "
                     "Hydra model (load it with SentenceTransformer, or re-save the Hydra model)"
-                )
+                ) from None
         name_local_model(self, model_name_or_path)
         # remembered so that saving an unchanged loaded model keeps its card and records (see save)
         source = Path(model_name_or_path) if isinstance(model_name_or_path, str | os.PathLike) else None
         self._loaded_from = source if source is not None and source.is_dir() else None
         self._loaded_head_digest = self._head_digest() if model_name_or_path is not None else None
 
-    def _head_digest(self) -> str | None:
-        last = list(self._modules.values())[-1] if self._modules else None
-        if not isinstance(last, HydraHead):
-            return None
-        digest = hashlib.sha256()
-        for name, tensor in sorted(last.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()
+    def _head_digest(self) -> str:
+        from hydra_st.utils.hashing import fingerprint_model
+
+        return fingerprint_model(self.head)
 
     def _load_module_class_from_ref(self, class_ref: str, *args: Any, **kwargs: Any) -> type:
         if class_ref in _OWN_CLASS_REFS:

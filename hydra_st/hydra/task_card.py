@@ -33,16 +33,6 @@ class TaskCardError(ValueError):
     """A task card is malformed; the message names the field and the fix."""
 
 
-def _reject_duplicate_json_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # json.loads would keep the last of two equal keys silently, so a card edited twice reads as only one edit.
-    data: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in data:
-            raise TaskCardError(f"duplicate key {key!r} in task card JSON; keep only one")
-        data[key] = value
-    return data
-
-
 @cache
 def _unique_key_yaml_loader() -> type:
     """A ``yaml.SafeLoader`` that rejects duplicate mapping keys (PyYAML keeps the last one silently)."""
@@ -199,10 +189,15 @@ class TaskCard:
     @classmethod
     def from_json(cls, text: str) -> TaskCard:
         """Parse a card from JSON text."""
+        from hydra_st.utils.io import DuplicateKeyError, reject_duplicate_keys
+
         try:
-            data = json.loads(text, object_pairs_hook=_reject_duplicate_json_keys)
+            # json.loads would keep the last of two equal keys silently, so a card edited twice reads as one edit
+            data = json.loads(text, object_pairs_hook=reject_duplicate_keys)
         except json.JSONDecodeError as exc:
             raise TaskCardError(f"task card JSON does not parse: {exc}") from exc
+        except DuplicateKeyError as exc:
+            raise TaskCardError(f"duplicate key {exc.key!r} in task card JSON; keep only one") from None
         return cls.from_dict(data)
 
     def to_yaml(self) -> str:

@@ -1,4 +1,4 @@
-"""Atomic file writes.
+"""Atomic file writes, and strict reads of the files hydra_st reads back.
 
 Everything hydra_st writes to disk (embeddings, indexes, graphs, runs, results, checkpoints) goes through
 these helpers: the data is written to a temporary file in the same folder, flushed, fsynced and renamed over
@@ -120,3 +120,28 @@ def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[str], None
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
         raise
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object names one key twice; :func:`reject_duplicate_keys` raises it, callers name the file."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key = key
+
+
+def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for ``json.loads``: a key given twice raises instead of keeping the last value.
+
+    Example:
+        >>> json.loads('{"a": 1, "a": 2}', object_pairs_hook=reject_duplicate_keys)
+        Traceback (most recent call last):
+        ...
+        hydra_st.utils.io.DuplicateKeyError: duplicate key 'a'
+    """
+    record: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in record:
+            raise DuplicateKeyError(key)
+        record[key] = value
+    return record

@@ -38,3 +38,7 @@ def make_task(name: str, seed: int, n_docs: int = 80, n_q: int = 24) -> tuple[Ta
     oracle = {q: {doc_ids[i]: 10.0, **{d: s for d, s in list(run[q].items())[:20]}} for i, q in enumerate(train.ids)}
     prefs = build_preferences(train.ids, [run, oracle], doc_ids, PreferenceConfig(candidates=30, pairs_per_query=8))
     return task, prefs
+
+
+def card(name: str = "toy", description: str = "Find documents about animals.") -> TaskCard:
+    return TaskCard(name=name, description=description, example_queries=["why do cats purr"])

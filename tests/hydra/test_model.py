@@ -8,13 +8,10 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
-from hydra_st.hydra import Hydra, HydraHead, TaskCard
+from hydra_st.hydra import Hydra, HydraHead
+from tests.hydra.synthetic import card
 
 TEXTS = ["cats purr when content", "stock markets fell sharply"]
-
-
-def card(name: str = "toy", description: str = "Find documents about animals.") -> TaskCard:
-    return TaskCard(name=name, description=description, example_queries=["why do cats purr"])
 
 
 def test_encode_with_card_shape_and_card_dependence(tiny_hydra):

@@ -11,13 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from hydra_st.hydra import Hydra, TaskCard
+from hydra_st.hydra import Hydra
+from tests.hydra.synthetic import card
 
 TEXTS = ["cats purr when content", "stock markets fell sharply", "rain falls in spring"]
-
-
-def card(name: str = "toy", description: str = "Find documents about animals.") -> TaskCard:
-    return TaskCard(name=name, description=description, example_queries=["why do cats purr"])
 
 
 def test_pickle_and_deepcopy_keep_a_working_head(tiny_hydra):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -12,15 +11,7 @@ from hydra_st.data import DatasetFormatError, available_splits, load_beir_folder
 from hydra_st.data import download as download_module
 from hydra_st.data.download import download_beir_dataset
 from hydra_st.evaluation import write_trec_run
-from tests.conftest import TOY_CORPUS, TOY_QRELS, TOY_QUERIES, write_beir_folder
-
-
-def _zip_dataset(folder: Path, archive: Path, name: str) -> Path:
-    with zipfile.ZipFile(archive, "w") as zf:
-        for path in folder.rglob("*"):
-            if path.is_file():
-                zf.write(path, f"{name}/{path.relative_to(folder)}")
-    return archive
+from tests.conftest import TOY_CORPUS, TOY_QRELS, TOY_QUERIES, write_beir_folder, zip_folder
 
 
 def _user_folder(folder: Path) -> dict[str, bytes]:
@@ -30,7 +21,7 @@ def _user_folder(folder: Path) -> dict[str, bytes]:
     (folder / "qrels" / "my_judgments.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
     (folder / "NOTES.txt").write_text("my notes")
     (folder / "corpus.jsonl.gz").write_bytes(b"\x1f\x8b not really")
-    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    return _files(folder)
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -42,7 +33,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 def test_existing_folder_without_corpus_is_an_error_not_a_download(
     tmp_path: Path, toy_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch, download: bool
 ) -> None:
-    archive = _zip_dataset(toy_dataset_dir, tmp_path / "scifact.zip", "scifact")
+    archive = zip_folder(toy_dataset_dir, tmp_path / "scifact.zip", "scifact")
     monkeypatch.setattr(download_module, "BEIR_URL", archive.as_uri())  # a stand-in for the BEIR host
     data = tmp_path / "data"
     before = _user_folder(data / "scifact")
@@ -54,7 +45,7 @@ def test_existing_folder_without_corpus_is_an_error_not_a_download(
 def test_empty_folder_is_downloaded_into(
     tmp_path: Path, toy_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    archive = _zip_dataset(toy_dataset_dir, tmp_path / "scifact.zip", "scifact")
+    archive = zip_folder(toy_dataset_dir, tmp_path / "scifact.zip", "scifact")
     monkeypatch.setattr(download_module, "BEIR_URL", archive.as_uri())
     (tmp_path / "data" / "scifact").mkdir(parents=True)
     assert len(load_dataset("scifact", data_dir=tmp_path / "data").corpus) == 5
@@ -62,7 +53,7 @@ def test_empty_folder_is_downloaded_into(
 
 
 def test_download_refuses_a_non_empty_target(tmp_path: Path, toy_dataset_dir: Path) -> None:
-    archive = _zip_dataset(toy_dataset_dir, tmp_path / "toy.zip", "toy")
+    archive = zip_folder(toy_dataset_dir, tmp_path / "toy.zip", "toy")
     data = tmp_path / "data"
     before = _user_folder(data / "toy")
     with pytest.raises(DatasetFormatError, match=r"toy: already exists and is not empty; refusing"):

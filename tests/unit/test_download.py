@@ -7,18 +7,12 @@ import pytest
 
 from hydra_st.data import load_beir_folder
 from hydra_st.data.download import download_beir_dataset
-
-
-def _zip_folder(folder: Path, archive: Path, prefix: str) -> None:
-    with zipfile.ZipFile(archive, "w") as zf:
-        for path in folder.rglob("*"):
-            if path.is_file():
-                zf.write(path, f"{prefix}/{path.relative_to(folder)}")
+from tests.conftest import zip_folder
 
 
 def test_download_unpacks_into_data_dir(toy_dataset_dir: Path, tmp_path: Path) -> None:
     archive = tmp_path / "toy.zip"
-    _zip_folder(toy_dataset_dir, archive, "toy")
+    zip_folder(toy_dataset_dir, archive, "toy")
     data_dir = tmp_path / "data"
     target = download_beir_dataset("toy", data_dir, url=archive.as_uri())
     assert target == data_dir / "toy"
