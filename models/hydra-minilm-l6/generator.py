@@ -185,7 +185,7 @@ def calibrate_query_shift(
         >>> gen = ProjectionHeadGenerator(in_dim=4, out_dim=4, cond_dim=3, rank=1, query_shift=True)
         >>> conds, shifts = torch.eye(3)[:2], torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]])
         >>> calibrate_query_shift(gen, conds, shifts)
-        >>> [round(float(v), 2) for v in gen(conds.mean(0))["query_shift"]]
+        >>> [round(v, 2) for v in gen(conds.mean(0))["query_shift"].tolist()]
         [0.5, 0.5, 0.0, 0.0]
     """
     if not generator.query_shift:
