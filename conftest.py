@@ -10,6 +10,7 @@ import importlib.util
 
 _OPTIONAL_MODULES = {
     "hydra_st/hydra/mteb.py": "mteb",
+    "hydra_st/hypencoder/mteb.py": "mteb",
     "hydra_st/retrieval/beir_search.py": "beir",
 }
 

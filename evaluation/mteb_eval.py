@@ -6,8 +6,9 @@ For each dataset (a local BEIR-layout folder, wrapped as an MTEB task by
 * ``minilm``: the frozen base, all-MiniLM-L6-v2 (plain SentenceTransformer);
 * ``hydra``: ``models/hydra-minilm-l6`` through :class:`hydra_st.hydra.mteb.HydraMTEBWrapper`, which hands MTEB's
   encode calls the dataset's bundled task card;
-* ``hypencoder``: ``models/hypencoder-minilm-l6`` (the run trained on scifact's train queries) as a plain
-  SentenceTransformer: MTEB scores with ``model.similarity``, which is the q-net.
+* ``hypencoder``: ``models/hypencoder-minilm-l6`` (the run trained on scifact's train queries) through
+  :class:`hydra_st.hypencoder.mteb.HypencoderMTEBWrapper`: MTEB scores with ``model.similarity``, which is the
+  q-net, and the wrapper makes MTEB's model metadata say so (similarity ``custom``, the real parameter count).
 
 and puts MTEB's nDCG@10 beside the number this package's own pipeline reported for the same model and dataset
 (``evaluation/results/{baselines,hydra,hypencoder}.json``). MTEB encodes every corpus again (no cache is shared
@@ -70,23 +71,63 @@ def load_model(label: str) -> Any:
         model = Hydra(str(ROOT / "models" / "hydra-minilm-l6"))
         model.model_card_data.model_name = "hydra-st/hydra-minilm-l6"
         return HydraMTEBWrapper(model)
+    from hydra_st.hypencoder.mteb import HypencoderMTEBWrapper
+
     model = Hypencoder(str(ROOT / "models" / "hypencoder-minilm-l6"))
     model.model_card_data.model_name = "hydra-st/hypencoder-minilm-l6"
-    return model
+    return HypencoderMTEBWrapper(model)
+
+
+def dataset_problem(names: list[str], data_dir: str | None, split: str = "test") -> str | None:
+    """What is wrong with the ``--datasets`` asked for, in one line, or None when every one has ``split``.
+
+    An official BEIR dataset that is missing is downloaded here, as loading it would; an unknown name, a folder
+    without a corpus or a dataset without the split is reported before any model is loaded.
+    """
+    from hydra_st.data import available_splits
+    from hydra_st.data.beir import resolve_dataset_folder
+
+    for name in names:
+        try:
+            resolve_dataset_folder(name, data_dir)
+            splits = available_splits(name, data_dir)
+        except (OSError, ValueError) as exc:
+            return f"--datasets {name}: {exc}"
+        if split not in splits:
+            return f"--datasets {name}: no {split!r} split to evaluate (this dataset has {splits})"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus"])
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=str(RESULTS / "mteb"))
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        default=["scifact", "nfcorpus"],
+        help="dataset names under the data dir, or folders; each is evaluated on its test split "
+        "(default: scifact nfcorpus)",
+    )
+    parser.add_argument(
+        "--models", nargs="+", choices=MODELS, default=list(MODELS), help="models to evaluate (default: all three)"
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="folder holding BEIR-layout datasets (default: $HYDRA_ST_DATA_DIR)"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    parser.add_argument(
+        "--out",
+        default=str(RESULTS / "mteb"),
+        help="path stem of the report: writes <out>.md and <out>.json, and keeps the rows of an earlier <out>.json "
+        "(default: evaluation/results/mteb, the published report)",
+    )
     parser.add_argument(
         "--fresh", action="store_true", help="drop the rows of earlier runs (default: keep the other models' rows)"
     )
     parser.add_argument("--report-only", action="store_true", help="evaluate nothing; re-render the kept rows")
     args = parser.parse_args(argv)
+    if not args.report_only and (problem := dataset_problem(args.datasets, args.data_dir)):
+        print(f"{parser.prog}: error: {problem}", file=sys.stderr)
+        return 2
 
     from hydra_st.utils.imports import require
 

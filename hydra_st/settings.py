@@ -5,10 +5,11 @@ Every location can be set three ways, strongest first: an explicit argument (the
 
 Example:
     >>> import os
+    >>> from unittest import mock
     >>> from hydra_st.settings import resolve_data_dir
-    >>> os.environ["HYDRA_ST_DATA_DIR"] = "/tmp/beir"
-    >>> str(resolve_data_dir())
-    '/tmp/beir'
+    >>> with mock.patch.dict(os.environ, {"HYDRA_ST_DATA_DIR": "/tmp/beir"}):  # restored after the block
+    ...     str(resolve_data_dir()), str(resolve_data_dir("/data/mine"))
+    ('/tmp/beir', '/data/mine')
 """
 
 from __future__ import annotations

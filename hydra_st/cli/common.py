@@ -90,21 +90,38 @@ def model_not_found(name: str, exc: OSError) -> FileNotFoundError:
     )
 
 
+PLAIN = "plain"
+"""``check_model``'s ``expected`` for a plain sentence-transformer (a bi-encoder of neither family)."""
+
+
 def check_model(name: str, expected: str | None, command: str) -> None:
     """Fail early and clearly when ``--model`` does not exist or is of the wrong family for ``command``.
 
     Args:
         name: the ``--model`` value.
-        expected: ``"hydra"``, ``"hypencoder"``, or ``None`` for anything but a Hydra model (Hypencoder or
-            bi-encoder).
+        expected: ``"hydra"``, ``"hypencoder"``, :data:`PLAIN` for a plain sentence-transformer only, or ``None``
+            for anything but a Hydra model (Hypencoder or bi-encoder).
         command: the command that was run, for the message.
+
+    Raises:
+        FileNotFoundError: ``name`` looks like a path and does not exist.
+        ValueError: the folder holds a model of another family; the message names the command that takes it.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / "modules.json").write_text('[{"idx": 0, "path": "", "type": "hydra_head.HydraHead"}]')
+        >>> check_model(str(folder), PLAIN, "hydra-st evaluate")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: --model ... is a Hydra model, which `hydra-st evaluate` cannot use: use `hydra-st hydra-evaluate`
     """
     if not Path(name).exists() and looks_like_path(name):
         raise FileNotFoundError(f"--model {name}: no such model folder; check the path")
     family = model_family(name)
     if family is None and not Path(name).is_dir():
         return  # a Hub id: the loader fetches it (or says why it cannot)
-    if family == expected or (expected is None and family != "hydra"):
+    if family == expected or (expected is None and family != "hydra") or (expected == PLAIN and family is None):
         return
     if family == "hydra":
         raise ValueError(f"--model {name} is a Hydra model, which `{command}` cannot use: use `{HYDRA_COMMAND}`")
@@ -112,7 +129,29 @@ def check_model(name: str, expected: str | None, command: str) -> None:
         raise ValueError(
             f"--model {name} is a Hypencoder model, which `{command}` cannot use: use `{HYPENCODER_COMMAND}`"
         )
+    if expected == "hypencoder":
+        raise ValueError(f"--model {name} is not a saved Hypencoder model (no HyperHead in modules.json)")
     raise ValueError(f"--model {name} is not a saved Hydra model (no HydraHead in modules.json)")
+
+
+FULL_DEPTH = 1000
+"""The run depth of ``evaluate`` and ``hydra-evaluate`` (and MTEB's deepest cut-off): ``map`` is MAP@1000 there."""
+
+
+def depth_caption(top_k: int) -> str | None:
+    """The line printed under a metrics table whose runs are shallower than :data:`FULL_DEPTH`, else ``None``.
+
+    ``map`` (and any metric deeper than the run) is computed over the documents a run holds, so it means MAP@top-k.
+
+    Example:
+        >>> depth_caption(100)
+        'runs cut at top-k 100: map is MAP@100 (MAP@1000 at the default top-k 1000)'
+        >>> depth_caption(1000) is None
+        True
+    """
+    if top_k >= FULL_DEPTH:
+        return None
+    return f"runs cut at top-k {top_k}: map is MAP@{top_k} (MAP@{FULL_DEPTH} at the default top-k {FULL_DEPTH})"
 
 
 def write_run_and_result(run: Any, result: Any, out_dir: Path, name: str) -> dict[str, float | str | None]:

@@ -4,10 +4,14 @@ run file better than another, or is the difference query-to-query noise?"""
 from __future__ import annotations
 
 import argparse
+import logging
+from collections.abc import Mapping
 from pathlib import Path
 
-from hydra_st.cli.common import add_data_args, positive_int, write_run_and_result
+from hydra_st.cli.common import PLAIN, add_data_args, check_model, depth_caption, positive_int, write_run_and_result
 from hydra_st.settings import DEFAULT_BASE_MODEL
+
+logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,7 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="compare two TREC run files on a dataset's qrels with paired significance tests",
         description="Score two TREC run files against one qrels split and report, per metric, both means, their "
         "difference, a paired bootstrap confidence interval and a paired randomization p-value over the judged "
-        "queries (a judged query missing from a run scores 0).",
+        "queries (a judged query missing from a run scores 0). A run holding query ids without judgments in the "
+        "split, or document ids outside the corpus, gets a warning that counts them; a run most of whose queries "
+        "are not queries of the dataset is refused (a run of another dataset).",
     )
     compare.add_argument("run_a", help="TREC run file of system A")
     compare.add_argument("run_b", help="TREC run file of system B (the baseline)")
@@ -58,6 +64,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from hydra_st.evaluation import DEFAULT_METRICS, format_table
     from hydra_st.evaluation.baselines import BaselineSuite
 
+    if {"dense", "rrf"} & set(args.retriever):
+        # the baselines encode with a plain bi-encoder: a Hydra or Hypencoder folder (or a mistyped path) is named
+        # here, with the command that takes it, instead of as sentence-transformers' trust_remote_code error
+        check_model(args.model, PLAIN, "hydra-st evaluate")
     metrics = args.metrics or list(DEFAULT_METRICS)
     rows: dict[str, dict[str, float | str | None]] = {}
     for name in args.dataset:
@@ -71,19 +81,76 @@ def run_evaluate(args: argparse.Namespace) -> int:
             rows[f"{suite.dataset.name} / {retriever}"] = write_run_and_result(run, result, out_dir, retriever)
         print(f"wrote runs and results to {out_dir}")
     print(format_table(rows, ["queries", *metrics], row_header=f"dataset / retriever ({args.split})"))
+    if caption := depth_caption(args.top_k):
+        print(caption)
     return 0
 
 
+def check_run_ids(
+    run: Mapping[str, Mapping[str, float]],
+    path: str,
+    qrels: Mapping[str, object],
+    query_ids: set[str],
+    doc_ids: set[str],
+    dataset: str,
+    split: str,
+) -> None:
+    """Warn about the ids of a run that the dataset does not have; refuse a run that is mostly another dataset's.
+
+    Many collections number their queries and documents from 1, so a run of one dataset shares ids with another's
+    qrels and would be scored against them without complaint.
+
+    Args:
+        run: the run read from ``path``.
+        path: the run file, for the messages.
+        qrels: the split's qrels (their query ids are the judged ones).
+        query_ids: every query id of the dataset (``queries.jsonl``).
+        doc_ids: every document id of the corpus.
+        dataset: the dataset, for the messages.
+        split: the qrels split, for the messages.
+
+    Raises:
+        ValueError: more than half of the run's queries are not queries of the dataset.
+    """
+    queries = set(run)
+    unknown = sorted(queries - query_ids)
+    if 2 * len(unknown) > len(queries):
+        raise ValueError(
+            f"{path}: {len(unknown)} of its {len(queries)} queries are not queries of {dataset} (e.g. "
+            f"{', '.join(unknown[:3])}): it looks like a run of another dataset"
+        )
+    unjudged = queries - set(qrels)
+    documents = {doc for docs in run.values() for doc in docs}
+    foreign = documents - doc_ids
+    if not unjudged and not foreign:
+        return
+    parts = []
+    if unjudged:
+        parts.append(
+            f"{len(unjudged)} of its {len(queries)} queries have no judgments in the {split} qrels and are ignored"
+            + (f" ({len(unknown)} of them not queries of {dataset} at all)" if unknown else "")
+        )
+    if foreign:
+        parts.append(
+            f"{len(foreign)} of its {len(documents)} documents are not in the corpus (e.g. {sorted(foreign)[0]})"
+        )
+    logger.warning("%s: %s: is it a run of %s?", path, "; ".join(parts), dataset)
+
+
 def run_compare(args: argparse.Namespace) -> int:
-    from hydra_st.data import load_qrels
+    from hydra_st.data import load_corpus, load_qrels, load_queries
     from hydra_st.data.beir import resolve_dataset_folder
     from hydra_st.evaluation import evaluate_run, format_p_value, format_table, paired_comparison, read_trec_run
     from hydra_st.utils.io import atomic_write_json
 
-    qrels = load_qrels(resolve_dataset_folder(args.dataset, args.data_dir) / "qrels" / f"{args.split}.tsv")
+    folder = resolve_dataset_folder(args.dataset, args.data_dir)
+    qrels = load_qrels(folder / "qrels" / f"{args.split}.tsv")
     runs = [read_trec_run(path) for path in (args.run_a, args.run_b)]
+    query_ids, doc_ids = set(load_queries(folder / "queries.jsonl")), set(load_corpus(folder / "corpus.jsonl"))
     if not set(runs[0]) & set(qrels) or not set(runs[1]) & set(qrels):
         raise ValueError(f"a run shares no query id with the {args.split} qrels of {args.dataset}: wrong dataset?")
+    for path, run in zip((args.run_a, args.run_b), runs, strict=True):
+        check_run_ids(run, path, qrels, query_ids, doc_ids, args.dataset, args.split)
     a, b = (evaluate_run(qrels, run, metrics=args.metrics) for run in runs)
     rows: dict[str, dict[str, float | str | None]] = {}
     report = {"run_a": args.run_a, "run_b": args.run_b, "dataset": args.dataset, "split": args.split, "metrics": {}}

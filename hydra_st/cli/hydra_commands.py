@@ -9,7 +9,14 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from hydra_st.cli.common import add_data_args, check_model, model_not_found, positive_int, write_run_and_result
+from hydra_st.cli.common import (
+    add_data_args,
+    check_model,
+    depth_caption,
+    model_not_found,
+    positive_int,
+    write_run_and_result,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -125,8 +132,8 @@ def hydra_evaluate(args: argparse.Namespace) -> int:
     from hydra_st.evaluation import DEFAULT_METRICS, evaluate_run, format_table
     from hydra_st.hydra import Hydra
     from hydra_st.hydra.evaluate import hydra_run
-    from hydra_st.hydra.preferences import dense_run
     from hydra_st.hydra.task_card import coerce_card
+    from hydra_st.retrieval import dense_run
     from hydra_st.teachers import DenseTeacher
 
     ds = load_dataset(args.dataset, split=args.split, data_dir=args.data_dir)
@@ -152,11 +159,24 @@ def hydra_evaluate(args: argparse.Namespace) -> int:
     }
     out_dir = Path(args.output_dir) / ds.name / args.split
     rows: dict[str, dict[str, float | str | None]] = {}
+    # what each run was made with, as `evaluate` records it; the card only shapes the Hydra run
+    common = {
+        "dataset": ds.name,
+        "split": args.split,
+        "model": args.model,
+        "model_revision": model.model_card_data.base_model_revision,
+        "top_k": args.top_k,
+        "mode": "exhaustive",
+    }
+    card_meta = {"card": card.name, "card_fingerprint": card.fingerprint, "card_source": args.card or "bundled"}
     for name, run in runs.items():
-        result = evaluate_run(ds.qrels, run, metrics=DEFAULT_METRICS)
+        metadata = {**common, "retriever": name, **(card_meta if name == "hydra" else {})}
+        result = evaluate_run(ds.qrels, run, metrics=DEFAULT_METRICS, metadata=metadata)
         rows[f"{ds.name} / {name}"] = write_run_and_result(run, result, out_dir, name)
     print(f"card: {card.name} ({card.fingerprint}); wrote runs and results to {out_dir}")
     print(format_table(rows, ["queries", *DEFAULT_METRICS], row_header=f"dataset / model ({args.split})"))
+    if caption := depth_caption(args.top_k):
+        print(caption)
     return 0
 
 

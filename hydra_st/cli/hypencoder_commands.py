@@ -11,11 +11,28 @@ Example::
 from __future__ import annotations
 
 import argparse
+import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hydra_st.cli.common import add_data_args, check_model, model_not_found, non_negative_int, positive_int
+from hydra_st.cli.common import (
+    FULL_DEPTH,
+    add_data_args,
+    check_model,
+    depth_caption,
+    model_not_found,
+    non_negative_int,
+    positive_int,
+)
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from hydra_st.retrieval import GraphSearchResult
+
+logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -77,7 +94,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="exhaustive q-net scoring, q-net graph search (needs build-graph) or the faiss index of a bi-encoder "
         "(needs build-graph --faiss; default exhaustive)",
     )
-    ret.add_argument("--top-k", type=positive_int, default=100, help="documents kept per query (default 100)")
+    ret.add_argument(
+        "--top-k",
+        type=positive_int,
+        default=FULL_DEPTH,
+        help=f"documents kept per query, in every mode (default {FULL_DEPTH}, as for `evaluate`: map is "
+        f"MAP@{FULL_DEPTH}). Graph search evaluates a bounded number of documents per query (at most about "
+        "--max-iter x --ncandidates x the graph's k, plus the entry points) at any depth, so 1000 costs it little "
+        "more than 100 (measured: 20.7 against 19.5 ms/query at 50k documents); like its top 10, its deeper ranks "
+        "are approximate",
+    )
     ret.add_argument("--output-dir", required=True, help="where the TREC run and the metrics JSON go")
     ret.add_argument(
         "--entry-points",
@@ -155,6 +181,130 @@ def faiss_query_vectors(model: Any, texts: list[str]) -> Any:
     return model.encode_query(texts, convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
 
 
+def model_fingerprint(model: Any) -> str | None:
+    """The weight fingerprint of the whole model, which ``encode`` records; ``None`` for a model that is no torch
+    module (a stand-in object has no weights to hash)."""
+    import torch
+
+    from hydra_st.utils.hashing import fingerprint_model
+
+    return fingerprint_model(model) if isinstance(model, torch.nn.Module) else None
+
+
+def document_fingerprint(model: Any) -> str | None:
+    """The fingerprint of what encodes a model's documents, which ``encode`` records and ``retrieve`` checks.
+
+    Only the document side determines a store's vectors. For a model with a ``Router`` (a Hypencoder, or an
+    asymmetric bi-encoder) that is the document route's modules, the shared transformer included
+    (:func:`~hydra_st.hypencoder.encoding.route_modules`): a Hypencoder retrained on the query side only (its
+    hyper-head, or a query-side transformer) keeps the fingerprint and can search the same store. For any other
+    model it is the whole model (:func:`model_fingerprint`). ``None`` for a model that is no torch module.
+
+    Example:
+        >>> import torch
+        >>> document_fingerprint(torch.nn.Linear(2, 2)) == model_fingerprint(torch.nn.Linear(2, 2))
+        False
+    """
+    import torch
+    from sentence_transformers.sentence_transformer.modules import Router
+
+    from hydra_st.utils.hashing import fingerprint_model
+
+    if not isinstance(model, torch.nn.Module):
+        return None
+    router = next((m for m in model.children() if isinstance(m, Router)), None)
+    if router is None or "document" not in getattr(router, "sub_modules", {}):
+        return fingerprint_model(model)
+    from hydra_st.hypencoder.encoding import route_modules
+
+    modules = route_modules(model, "document")  # type: ignore[arg-type]  # any model with a Router
+    route: Any = torch.nn.Sequential(*modules)
+    # what fingerprint_model reads of a sentence-transformer: the document transformer's truncation
+    route.max_seq_length = getattr(modules[0], "max_seq_length", None)
+    return fingerprint_model(route)
+
+
+def check_store_model(meta: dict[str, Any], model: Any, model_name: str, store: str) -> None:
+    """Refuse to score a store's documents with queries of a model whose documents encode differently.
+
+    ``hydra-st encode`` records in the store's ``meta.json`` the fingerprint of what encoded the documents
+    (``document_fingerprint``, see :func:`document_fingerprint`) and of the whole model (``model_fingerprint``).
+    Queries of a model whose document side differs (even one of the same width) would be scored against document
+    vectors they have nothing to do with, and the rankings would be silently meaningless. A model that differs
+    only on the query side (a Hypencoder whose hyper-head was retrained) is accepted. A store from an earlier
+    hydra_st that records only ``model_fingerprint`` is checked against the whole model. A store without a
+    fingerprint gets a warning instead, as does a model that cannot be fingerprinted.
+
+    Args:
+        meta: the store's ``meta.json`` (:meth:`~hydra_st.retrieval.EmbeddingStore.load_meta`).
+        model: the loaded ``--model``.
+        model_name: the ``--model`` value, for the message.
+        store: the ``--store`` value, for the message.
+
+    Raises:
+        ValueError: the store records another fingerprint; the message names the ``hydra-st encode`` run that
+            rebuilds it.
+    """
+    encoded_by = meta.get("model", "an unknown model")
+    if meta.get("document_fingerprint") is not None:
+        key, current, side = "document_fingerprint", document_fingerprint(model), "document encoder"
+    else:
+        key, current, side = "model_fingerprint", model_fingerprint(model), "model"
+    recorded = meta.get(key)
+    if recorded is None:
+        logger.warning(
+            "the store %s records no model fingerprint (written by an older hydra_st, or not by `hydra-st encode`), "
+            "so it cannot be checked that --model %s encoded its documents (the store names %s); re-run "
+            "`hydra-st encode` to record one",
+            store,
+            model_name,
+            encoded_by,
+        )
+        return
+    if current is None:
+        logger.warning("--model %s has no weights to fingerprint: it cannot be checked against %s", model_name, store)
+        return
+    if recorded != current:
+        raise ValueError(
+            f"the store {store} was encoded by another {side} ({encoded_by}) than --model {model_name}'s: its "
+            f"document vectors do not match this model's queries; re-run `hydra-st encode --model {model_name} "
+            f"--output {store} ...` or pass the --model that encoded it"
+        )
+
+
+def stack_graph_results(results: Sequence[GraphSearchResult]) -> tuple[Tensor, Tensor]:
+    """``[Nq, k]`` score and index tensors from per-query graph-search results, each query keeping all of its own.
+
+    A query whose search found fewer than ``k`` documents is padded with index -1 (score -inf), which
+    :func:`~hydra_st.retrieval.to_run` skips, so no query loses results because another found fewer.
+
+    Args:
+        results: the :class:`~hydra_st.retrieval.GraphSearchResult` of every query, in query order.
+
+    Returns:
+        ``(scores, indices)``: float32 and int64 tensors of width ``max(len(result.indices))``.
+
+    Example:
+        >>> import numpy as np
+        >>> from hydra_st.retrieval import GraphSearchResult
+        >>> long = GraphSearchResult(np.array([0.9, 0.5], "float32"), np.array([3, 1]), 4, 1)
+        >>> short = GraphSearchResult(np.array([0.7], "float32"), np.array([2]), 4, 1)
+        >>> stack_graph_results([long, short])[1].tolist()
+        [[3, 1], [2, -1]]
+    """
+    import numpy as np
+    import torch
+
+    width = max((len(r.indices) for r in results), default=0)
+    scores = torch.full((len(results), width), float("-inf"), dtype=torch.float32)
+    indices = torch.full((len(results), width), -1, dtype=torch.long)
+    for row, r in enumerate(results):
+        n = len(r.indices)
+        scores[row, :n] = torch.as_tensor(np.asarray(r.scores, dtype=np.float32))
+        indices[row, :n] = torch.as_tensor(np.asarray(r.indices, dtype=np.int64))
+    return scores, indices
+
+
 def run_encode(args: argparse.Namespace) -> int:
     import os
 
@@ -171,7 +321,7 @@ def run_encode(args: argparse.Namespace) -> int:
     name = Path(args.dataset).name if os.sep in str(args.dataset) else str(args.dataset)
     model = load_model(args.model, args.device, command="hydra-st encode")
     if getattr(type(model), "_is_hypencoder", False):
-        from hydra_st.hypencoder.training_data import document_vectors
+        from hydra_st.hypencoder.encoding import document_vectors
 
         # a frozen-base Hypencoder's document vectors are the base's embeddings: reuse the embedding cache
         emb = document_vectors(model, doc_ids, doc_texts, cache_dir=args.cache_dir).numpy()
@@ -179,7 +329,14 @@ def run_encode(args: argparse.Namespace) -> int:
         emb = model.encode_document(
             doc_texts, batch_size=args.batch_size, convert_to_numpy=True, show_progress_bar=True
         )
-    EmbeddingStore(output).save(emb, doc_ids, meta={"model": args.model, "dataset": name})
+    # the fingerprints let `retrieve` refuse queries of a model whose documents encode differently
+    meta = {
+        "model": args.model,
+        "dataset": name,
+        "model_fingerprint": model_fingerprint(model),
+        "document_fingerprint": document_fingerprint(model),
+    }
+    EmbeddingStore(output).save(emb, doc_ids, meta=meta)
     print(f"encoded {len(doc_ids)} documents ({emb.shape[1]}-d) into {output}")
     return 0
 
@@ -224,6 +381,8 @@ def run_retrieve(args: argparse.Namespace) -> int:
             f"the store {args.store} has {len(emb)} embeddings but {len(doc_ids)} ids; re-run `hydra-st encode`"
         )
     model = load_model(args.model, args.device)
+    store_meta = store.load_meta()
+    check_store_model(store_meta, model, args.model, args.store)
     is_hyp = getattr(type(model), "_is_hypencoder", False)
     queries = ds.judged_queries or ds.queries
     qids = sorted(queries)
@@ -276,13 +435,13 @@ def run_retrieve(args: argparse.Namespace) -> int:
                 extra_entry_points=extra,
             )
             res = searcher.search_batch(q, top_k=args.top_k, show_progress_bar=True)
-            k = min(len(r.indices) for r in res)
-            scores = torch.stack([torch.from_numpy(r.scores[:k]) for r in res])
-            idx = torch.stack([torch.from_numpy(r.indices[:k]) for r in res])
+            scores, idx = stack_graph_results(res)
     seconds = time.perf_counter() - t
     run = to_run(qids, doc_ids, scores, idx)
     out = Path(args.output_dir)
-    result = evaluate_run(ds.qrels, run, metrics=args.metrics or list(DEFAULT_METRICS)) if ds.qrels else None
+    metrics = args.metrics or list(DEFAULT_METRICS)
+    metadata = retrieve_metadata(args, ds.name, model, store_meta)
+    result = evaluate_run(ds.qrels, run, metrics=metrics, metadata=metadata) if ds.qrels else None
     # the old metrics and summary go before the new run is written: an interruption must never leave a new run
     # beside metrics that describe the previous one
     for stale in (f"{args.mode}.metrics.json", f"{args.mode}.summary.json"):
@@ -294,10 +453,59 @@ def run_retrieve(args: argparse.Namespace) -> int:
         "queries": len(qids),
         "seconds": seconds,
         "ms_per_query": 1000 * seconds / max(1, len(qids)),
+        "metadata": metadata,
     }
     if result is not None:
         summary["metrics"] = result.aggregate
         result.save(out / f"{args.mode}.metrics.json")
     atomic_write_json(out / f"{args.mode}.summary.json", summary)
-    print(summary)
+    if result is not None:
+        from hydra_st.evaluation import format_table
+
+        row: dict[str, dict[str, float | str | None]] = {
+            f"{ds.name} / {args.mode}": {"queries": str(result.num_queries), **result.aggregate}
+        }
+        print(format_table(row, ["queries", *metrics], row_header=f"dataset / mode ({args.split})"))
+        if caption := depth_caption(args.top_k):
+            print(caption)
+    print(
+        f"{len(qids)} queries in {seconds:.2f} s ({summary['ms_per_query']:.1f} ms/query); wrote "
+        f"{out / f'{args.mode}.trec'}" + (f" and {args.mode}.metrics.json" if result is not None else "")
+    )
     return 0
+
+
+def retrieve_metadata(
+    args: argparse.Namespace, dataset: str, model: Any, store_meta: dict[str, Any]
+) -> dict[str, Any]:
+    """What a ``retrieve`` run was made with, for its metrics and summary JSON: dataset, split, model, store, depth,
+    mode and the mode's settings (the graph's and index's build settings as the store records them)."""
+    metadata: dict[str, Any] = {
+        "dataset": dataset,
+        "split": args.split,
+        "retriever": "hypencoder" if getattr(type(model), "_is_hypencoder", False) else "biencoder",
+        "model": args.model,
+        "model_revision": getattr(getattr(model, "model_card_data", None), "base_model_revision", None),
+        "store": args.store,
+        "store_model": store_meta.get("model"),
+        "mode": args.mode,
+        "top_k": args.top_k,
+    }
+    if args.mode == "exhaustive":
+        metadata["chunk_size"] = args.chunk_size
+    elif args.mode == "graph":
+        metadata["graph"] = {
+            "build": store_meta.get("graph"),
+            "entry_points": args.entry_points,
+            "ncandidates": args.ncandidates,
+            "max_iter": args.max_iter,
+            "early_stop": not args.no_early_stop,
+            "patience": args.patience,
+            "index_seeds": args.index_seeds,
+        }
+    else:
+        index = store_meta.get("index")
+        metadata["faiss"] = index if isinstance(index, dict) else {"kind": "flat", "built": "in memory (no index)"}
+    if args.mode == "graph" and args.index_seeds:
+        metadata["graph"]["index"] = store_meta.get("index")
+    return metadata

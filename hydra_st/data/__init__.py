@@ -1,4 +1,8 @@
-"""Retrieval datasets in the BEIR layout, loaded into typed objects."""
+"""Retrieval datasets in the BEIR layout, loaded into typed objects.
+
+``files.py`` reads the three files of a BEIR folder strictly; ``beir.py`` finds a dataset by name or path and puts
+them together into a :class:`RetrievalDataset`; ``download.py`` fetches an official BEIR dataset when online.
+"""
 
 from __future__ import annotations
 

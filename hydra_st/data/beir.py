@@ -16,65 +16,40 @@ Example:
 from __future__ import annotations
 
 import csv
-import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
+from hydra_st.data.files import (
+    QRELS_HEADER,
+    DatasetFormatError,
+    Document,
+    Qrels,
+    Query,
+    _decoded_lines,
+    load_corpus,
+    load_qrels,
+    load_queries,
+)
 from hydra_st.settings import resolve_data_dir
-from hydra_st.utils.io import DuplicateKeyError, reject_duplicate_keys
 
-Qrels = dict[str, dict[str, int]]
-"""Relevance judgments: ``{query_id: {doc_id: grade}}``; a grade > 0 means relevant."""
-
-QRELS_HEADER = ["query-id", "corpus-id", "score"]
-_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1  # pytrec_eval stores grades as C ints; a larger one is a SystemError
-
-
-class DatasetFormatError(ValueError):
-    """A dataset file does not follow the BEIR layout. The message names the file and the line."""
-
-    def __init__(self, path: str | os.PathLike[str], message: str, line: int | None = None) -> None:
-        where = f"{path}:{line}" if line is not None else str(path)
-        super().__init__(f"{where}: {message}")
-        self.path = Path(path)
-        self.line = line
-
-
-@dataclass(frozen=True, slots=True)
-class Document:
-    """A corpus document.
-
-    Example:
-        >>> Document("d1", "Title", "Body text.").full_text
-        'Title Body text.'
-    """
-
-    id: str
-    title: str
-    text: str
-
-    @property
-    def full_text(self) -> str:
-        """Title and text joined by a space (the BEIR/MTEB convention), stripped; empty parts vanish."""
-        return f"{self.title} {self.text}".strip()
-
-
-@dataclass(frozen=True, slots=True)
-class Query:
-    """A query.
-
-    Example:
-        >>> query = Query("q1", "why do cats purr")
-        >>> query.id, query.text
-        ('q1', 'why do cats purr')
-    """
-
-    id: str
-    text: str
+__all__ = [
+    "QRELS_HEADER",
+    "DatasetFormatError",
+    "Document",
+    "Qrels",
+    "Query",
+    "RetrievalDataset",
+    "available_splits",
+    "load_beir_folder",
+    "load_corpus",
+    "load_dataset",
+    "load_dataset_corpus",
+    "load_qrels",
+    "load_queries",
+    "resolve_dataset_folder",
+]
 
 
 @dataclass
@@ -134,146 +109,6 @@ class RetrievalDataset:
         )
 
 
-def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """``(line number, text)`` of a UTF-8 file; a leading BOM is dropped, undecodable bytes name their line."""
-    # Decoding line by line (rather than letting a text-mode file decode in blocks) is what lets the error say
-    # which line holds the bad byte, e.g. a corpus saved as latin-1.
-    with open(path, "rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            try:
-                yield lineno, raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                raise DatasetFormatError(
-                    path,
-                    f"not valid UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1}); re-save the file as "
-                    "UTF-8 (e.g. iconv -f latin1 -t utf-8)",
-                    lineno,
-                ) from None
-
-
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    if not path.is_file():
-        raise DatasetFormatError(path, "file not found (a BEIR folder needs corpus.jsonl and queries.jsonl)")
-    for lineno, line in _decoded_lines(path):
-        if not line.strip():
-            continue
-        try:
-            # a line with two "_id"s is ambiguous, and json.loads would keep the last one silently
-            record = json.loads(line, object_pairs_hook=reject_duplicate_keys)
-        except json.JSONDecodeError as exc:
-            raise DatasetFormatError(path, f"invalid JSON ({exc.msg} at column {exc.colno})", lineno) from None
-        except DuplicateKeyError as exc:
-            raise DatasetFormatError(
-                path, f"duplicate key {exc.key!r} in one JSON object; keep only one", lineno
-            ) from None
-        if not isinstance(record, dict):
-            raise DatasetFormatError(path, f"expected a JSON object, got {type(record).__name__}", lineno)
-        yield lineno, record
-
-
-def _field(record: dict[str, Any], key: str, path: Path, lineno: int, required: bool = True) -> str:
-    if key not in record or record[key] is None:
-        if required:
-            raise DatasetFormatError(path, f"missing field {key!r}", lineno)
-        return ""
-    value = record[key]
-    if key == "_id" and isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if not isinstance(value, str):
-        raise DatasetFormatError(path, f"field {key!r} must be a string, got {type(value).__name__}", lineno)
-    if key == "_id":
-        if not value.strip():
-            raise DatasetFormatError(path, "empty '_id'", lineno)
-        # TREC run files are whitespace-separated, so such an id would corrupt every run written for it; and
-        # qrels cells are stripped, so an id with surrounding spaces could never match its judgments.
-        if value != value.strip():
-            raise DatasetFormatError(path, f"'_id' {value!r} has leading or trailing whitespace; remove it", lineno)
-        if any(c.isspace() for c in value):
-            raise DatasetFormatError(
-                path,
-                f"'_id' {value!r} contains whitespace, which TREC run files cannot hold; replace it (e.g. by '_') "
-                "here and in the qrels",
-                lineno,
-            )
-    return value
-
-
-def load_corpus(path: str | os.PathLike[str]) -> dict[str, Document]:
-    """Read ``corpus.jsonl``: one ``{"_id", "title", "text"}`` object per line (``title`` may be absent)."""
-    path = Path(path)
-    corpus: dict[str, Document] = {}
-    first_seen: dict[str, int] = {}
-    for lineno, record in _iter_jsonl(path):
-        doc_id = _field(record, "_id", path, lineno)
-        if doc_id in corpus:
-            raise DatasetFormatError(
-                path, f"duplicate document id {doc_id!r} (first on line {first_seen[doc_id]})", lineno
-            )
-        title = _field(record, "title", path, lineno, required=False)
-        text = _field(record, "text", path, lineno)
-        corpus[doc_id] = Document(doc_id, title, text)
-        first_seen[doc_id] = lineno
-    if not corpus:
-        raise DatasetFormatError(path, "no documents: the file is empty; it needs one JSON object per document")
-    return corpus
-
-
-def load_queries(path: str | os.PathLike[str]) -> dict[str, Query]:
-    """Read ``queries.jsonl``: one ``{"_id", "text"}`` object per line."""
-    path = Path(path)
-    queries: dict[str, Query] = {}
-    first_seen: dict[str, int] = {}
-    for lineno, record in _iter_jsonl(path):
-        query_id = _field(record, "_id", path, lineno)
-        if query_id in queries:
-            raise DatasetFormatError(
-                path, f"duplicate query id {query_id!r} (first on line {first_seen[query_id]})", lineno
-            )
-        queries[query_id] = Query(query_id, _field(record, "text", path, lineno))
-        first_seen[query_id] = lineno
-    if not queries:
-        raise DatasetFormatError(path, "no queries: the file is empty; it needs one JSON object per query")
-    return queries
-
-
-def load_qrels(path: str | os.PathLike[str]) -> Qrels:
-    """Read a qrels TSV with the header ``query-id<TAB>corpus-id<TAB>score``; LF or CRLF line endings."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetFormatError(path, "qrels file not found")
-    qrels: Qrels = {}
-    # QUOTE_NONE keeps one row per line, so the row index is the line number.
-    reader = csv.reader((line for _, line in _decoded_lines(path)), delimiter="\t", quoting=csv.QUOTE_NONE)
-    header = next(reader, None)
-    if header is None:
-        raise DatasetFormatError(path, "empty file: expected the header 'query-id\\tcorpus-id\\tscore'", 1)
-    if [h.strip() for h in header] != QRELS_HEADER:
-        raise DatasetFormatError(path, f"wrong header {header!r}: expected {QRELS_HEADER!r} (tab-separated)", 1)
-    for lineno, row in enumerate(reader, start=2):
-        if not row or (len(row) == 1 and not row[0].strip()):
-            continue
-        if len(row) != 3:
-            raise DatasetFormatError(path, f"expected 3 tab-separated columns, got {len(row)}: {row!r}", lineno)
-        query_id, doc_id, raw_score = (cell.strip() for cell in row)
-        if not query_id or not doc_id:
-            raise DatasetFormatError(path, "empty query-id or corpus-id", lineno)
-        try:
-            score = int(raw_score)
-        except ValueError:
-            raise DatasetFormatError(path, f"score {raw_score!r} is not an integer", lineno) from None
-        if not _INT32_MIN <= score <= _INT32_MAX:
-            raise DatasetFormatError(
-                path,
-                f"score {raw_score} does not fit a 32-bit integer; use a small relevance grade (0, 1, 2...)",
-                lineno,
-            )
-        judged = qrels.setdefault(query_id, {})
-        if doc_id in judged:
-            raise DatasetFormatError(path, f"duplicate judgment for ({query_id!r}, {doc_id!r})", lineno)
-        judged[doc_id] = score
-    return qrels
-
-
 def _check_qrels_ids(qrels_path: Path, qrels: Qrels, corpus: dict[str, Document], queries: dict[str, Query]) -> None:
     for query_id, judged in qrels.items():
         if query_id not in queries:
@@ -301,7 +136,24 @@ def _find_line(path: Path, value: str, column: int) -> int | None:
 def available_splits(
     name_or_path: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None
 ) -> list[str]:
-    """The qrels splits a dataset folder has, e.g. ``["dev", "test", "train"]``."""
+    """The qrels splits a dataset folder has, e.g. ``["dev", "test", "train"]``.
+
+    Args:
+        name_or_path: a dataset folder, or a dataset name under the data dir (never downloaded here).
+        data_dir: the data dir for a name (default: ``$HYDRA_ST_DATA_DIR``, see :mod:`hydra_st.settings`).
+
+    Returns:
+        The split names (``qrels/*.tsv`` file stems), sorted.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> root = pathlib.Path(tempfile.mkdtemp()) / "toy"
+        >>> (root / "qrels").mkdir(parents=True)
+        >>> for name in ("corpus.jsonl", "qrels/test.tsv", "qrels/train.tsv"):
+        ...     _ = (root / name).write_text("")
+        >>> available_splits(root)
+        ['test', 'train']
+    """
     folder = resolve_dataset_folder(name_or_path, data_dir, download=False)
     return _splits(folder)
 
@@ -312,7 +164,31 @@ def _splits(folder: Path) -> list[str]:
 
 
 def load_beir_folder(folder: str | os.PathLike[str], split: str = "test", name: str | None = None) -> RetrievalDataset:
-    """Load a BEIR-layout folder with the judgments of ``split``."""
+    r"""Load a BEIR-layout folder with the judgments of ``split``.
+
+    Args:
+        folder: a folder holding ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv``.
+        split: the qrels split to load.
+        name: the dataset name (default: the folder name).
+
+    Returns:
+        The :class:`RetrievalDataset`; every judged query and document is checked to exist.
+
+    Raises:
+        FileNotFoundError: the folder does not exist.
+        DatasetFormatError: a file is malformed, the split is missing (the message lists the splits there are), or
+            a judgment names an unknown query or document.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> root = pathlib.Path(tempfile.mkdtemp()) / "toy"
+        >>> (root / "qrels").mkdir(parents=True)
+        >>> _ = (root / "corpus.jsonl").write_text('{"_id": "d1", "text": "Cats purr."}\n')
+        >>> _ = (root / "queries.jsonl").write_text('{"_id": "q1", "text": "cats"}\n')
+        >>> _ = (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+        >>> load_beir_folder(root, split="test")
+        RetrievalDataset(name='toy', split='test', docs=1, queries=1, judged_queries=1)
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such dataset folder")
@@ -363,13 +239,26 @@ def resolve_dataset_folder(
 def load_dataset_corpus(
     name: str, data_dir: str | os.PathLike[str] | None = None, download: bool = True
 ) -> dict[str, Document]:
-    """Only the corpus of a dataset (by name under the data dir, or by path): no queries, no qrels.
+    r"""Only the corpus of a dataset (by name under the data dir, or by path): no queries, no qrels.
 
     For work that must not see any split's judgments, such as making pseudo-queries from the documents.
 
+    Args:
+        name: a dataset name under the data dir, or a folder path.
+        data_dir: the data dir (default: ``$HYDRA_ST_DATA_DIR``, see :mod:`hydra_st.settings`).
+        download: download an official BEIR dataset that is not there (needs network access).
+
+    Returns:
+        ``{doc_id: Document}`` in file order.
+
     Example:
-        >>> corpus = load_dataset_corpus("scifact", data_dir="/path/to/beir")  # doctest: +SKIP
-        >>> next(iter(corpus.values())).title  # doctest: +SKIP
+        >>> import pathlib, tempfile
+        >>> data_dir = pathlib.Path(tempfile.mkdtemp())
+        >>> (data_dir / "toy").mkdir()
+        >>> _ = (data_dir / "toy" / "corpus.jsonl").write_text('{"_id": "d1", "title": "Rain", "text": "Clouds."}\n')
+        >>> corpus = load_dataset_corpus("toy", data_dir=data_dir, download=False)
+        >>> next(iter(corpus.values())).title
+        'Rain'
     """
     return load_corpus(resolve_dataset_folder(name, data_dir, download=download) / "corpus.jsonl")
 
@@ -377,10 +266,34 @@ def load_dataset_corpus(
 def load_dataset(
     name: str, split: str = "test", data_dir: str | os.PathLike[str] | None = None, download: bool = True
 ) -> RetrievalDataset:
-    """Load a dataset by name (a folder under the data dir) or by path.
+    r"""Load a dataset by name (a folder under the data dir) or by path.
 
     When the folder is missing and ``download`` is true, an official BEIR dataset is downloaded into the data
     dir first (this needs network access to the BEIR host).
+
+    Args:
+        name: a dataset name under the data dir (``"scifact"``), or a folder path.
+        split: the qrels split to load.
+        data_dir: the data dir (default: ``$HYDRA_ST_DATA_DIR``, see :mod:`hydra_st.settings`).
+        download: download an official BEIR dataset that is not there.
+
+    Returns:
+        The :class:`RetrievalDataset` of that split (see :func:`load_beir_folder` for the checks).
+
+    Raises:
+        FileNotFoundError: the dataset is not there and ``download`` is false (the message names the data dir).
+        DatasetFormatError: a file of the dataset is malformed, or the split is missing.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> data_dir = pathlib.Path(tempfile.mkdtemp())
+        >>> (data_dir / "toy" / "qrels").mkdir(parents=True)
+        >>> _ = (data_dir / "toy" / "corpus.jsonl").write_text('{"_id": "d1", "text": "Cats purr."}\n')
+        >>> _ = (data_dir / "toy" / "queries.jsonl").write_text('{"_id": "q1", "text": "cats"}\n')
+        >>> _ = (data_dir / "toy" / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t2\n")
+        >>> ds = load_dataset("toy", split="test", data_dir=data_dir, download=False)
+        >>> ds.qrels, ds.doc_texts
+        ({'q1': {'d1': 2}}, ['Cats purr.'])
     """
     folder = resolve_dataset_folder(name, data_dir, download=download)
     return load_beir_folder(folder, split=split, name=Path(name).name if os.sep in str(name) else str(name))

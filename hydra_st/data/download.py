@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from hydra_st.data.beir import DatasetFormatError
+from hydra_st.data.files import DatasetFormatError
 
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
 BEIR_DATASETS = frozenset(

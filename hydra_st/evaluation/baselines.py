@@ -5,6 +5,7 @@ Example:
     >>> suite = BaselineSuite.for_dataset("adi", data_dir="/path/to/beir")  # doctest: +SKIP
     >>> run, result = suite.evaluate("rrf")  # doctest: +SKIP
     >>> round(result.aggregate["ndcg@10"], 3)  # doctest: +SKIP
+    0.523
 """
 
 from __future__ import annotations

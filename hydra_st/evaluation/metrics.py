@@ -42,7 +42,21 @@ _ALIASES = {
 
 
 def parse_metric(name: str) -> Any:
-    """Turn a metric name into an ir_measures measure (``"ndcg@10"`` → ``nDCG@10``)."""
+    """Turn a metric name into an ir_measures measure (``"ndcg@10"`` → ``nDCG@10``).
+
+    Args:
+        name: a metric name, case-insensitive (see the module docstring), e.g. ``"mrr@10"`` or ``"RR@10"``.
+
+    Returns:
+        The ir_measures measure object; two aliases of one metric give equal measures.
+
+    Raises:
+        ValueError: the name does not parse, or names no ir_measures measure.
+
+    Example:
+        >>> str(parse_metric("mrr@10")), str(parse_metric("recall@100")), str(parse_metric("map"))
+        ('RR@10', 'R@100', 'AP')
+    """
     import ir_measures
 
     match = re.fullmatch(r"\s*([A-Za-z_]+)\s*(?:@\s*(\d+))?\s*", name)
@@ -103,9 +117,14 @@ class EvaluationResult:
             >>> result.mean_over({"a", "z"}, "ndcg@10")
             1.0
         """
-        judged = sorted(q for q in query_ids if q in self.per_query)
+        given = list(query_ids)
+        judged = sorted(q for q in given if q in self.per_query)
         if not judged:
-            raise ValueError("none of the given queries is judged")
+            raise ValueError(
+                f"none of the {len(given)} given query ids (e.g. {sorted(given)[:3]}) is among the "
+                f"{len(self.per_query)} judged queries of this result (e.g. {sorted(self.per_query)[:3]}): pass ids "
+                "of the qrels split the run was evaluated on"
+            )
         return sum(self.per_query[q][metric] for q in judged) / len(judged)
 
 
@@ -120,22 +139,44 @@ def evaluate_run(
     Args:
         qrels: ``{query_id: {doc_id: grade}}``; only these queries are evaluated.
         run: ``{query_id: {doc_id: score}}``; queries without judgments are ignored.
-        metrics: metric names (see the module docstring).
+        metrics: metric names (see the module docstring). Aliases of one measure (``"mrr@10"`` and ``"RR@10"``)
+            may both be given: each name gets the value.
         metadata: stored with the result (dataset, retriever, settings...).
+
+    Returns:
+        An :class:`EvaluationResult` keyed by the names as given, averaged over every judged query.
+
+    Raises:
+        ValueError: ``qrels`` is empty, or a metric name is unknown.
+
+    Example:
+        >>> qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}}
+        >>> evaluate_run(qrels, {"q1": {"d1": 2.0}, "q2": {"d2": 1.0}}, metrics=["mrr@10", "RR@10"]).aggregate
+        {'mrr@10': 1.0, 'RR@10': 1.0}
     """
     import ir_measures
 
     if not qrels:
         raise ValueError("qrels are empty: nothing to evaluate against")
     names = list(metrics)
-    measures = [parse_metric(m) for m in names]
-    by_measure = {str(m): n for m, n in zip(measures, names, strict=True)}
+    # Several names may spell one measure ("mrr@10", "RR@10"): ir_measures reports each measure once, under its
+    # canonical name, so every requested name of that measure must be filled from that one value.
+    names_of: dict[str, list[str]] = {}
+    unique_measures = []
+    for name in names:
+        measure = parse_metric(name)
+        if str(measure) not in names_of:
+            names_of[str(measure)] = []
+            unique_measures.append(measure)
+        if name not in names_of[str(measure)]:
+            names_of[str(measure)].append(name)
     judged = {str(q): {str(d): int(g) for d, g in docs.items()} for q, docs in qrels.items()}
     scored = {str(q): {str(d): float(s) for d, s in docs.items()} for q, docs in run.items() if q in judged and docs}
     per_query: dict[str, dict[str, float]] = {qid: dict.fromkeys(names, 0.0) for qid in judged}
     if scored:
-        for metric in ir_measures.iter_calc(measures, judged, scored):
-            per_query[metric.query_id][by_measure[str(metric.measure)]] = float(metric.value)
+        for metric in ir_measures.iter_calc(unique_measures, judged, scored):
+            for name in names_of[str(metric.measure)]:
+                per_query[metric.query_id][name] = float(metric.value)
     n = len(per_query)
     aggregate = {name: sum(values[name] for values in per_query.values()) / n for name in names}
     return EvaluationResult(aggregate=aggregate, per_query=per_query, num_queries=n, metadata=dict(metadata or {}))
@@ -153,6 +194,14 @@ def split_by_train_overlap(
     A model trained on the train split can score well on the first group by learning *which documents* tend to be
     relevant (a document prior) rather than what makes a document relevant to a query; reporting both groups shows
     which of the two a gain comes from. On scifact, 196 of the 300 test queries are in the first group.
+
+    Args:
+        test_qrels: the test split's judgments, ``{query_id: {doc_id: grade}}``.
+        train_qrels: the train split's judgments; a grade > 0 marks a document relevant to training.
+
+    Returns:
+        ``(overlapping, new)``: the test query ids with a train-relevant relevant document, and the rest (in the
+        order of :data:`TRAIN_OVERLAP_POOLS`).
 
     Example:
         >>> split_by_train_overlap({"t1": {"a": 1}, "t2": {"b": 1, "c": 0}}, {"x": {"a": 2, "c": 1}})

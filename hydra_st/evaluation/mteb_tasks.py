@@ -6,6 +6,8 @@ whose ``similarity`` MTEB calls) is evaluated by MTEB's own retrieval protocol o
 
 Example:
     >>> import mteb  # doctest: +SKIP
+    >>> from hydra_st.hub import load_base_model
+    >>> model = load_base_model("sentence-transformers/all-MiniLM-L6-v2")  # or a Hydra / Hypencoder  # doctest: +SKIP
     >>> task = beir_retrieval_task("scifact", data_dir="/path/to/beir")  # doctest: +SKIP
     >>> results = mteb.evaluate(model, task, cache=None)  # doctest: +SKIP
     >>> results.task_results[0].get_score()  # nDCG@10  # doctest: +SKIP

@@ -14,7 +14,18 @@ _WHITESPACE = re.compile(r"\s")  # a regex search per id is a C loop: cheap for 
 
 
 class RunFormatError(ValueError):
-    """A TREC run file is malformed; the message names the file and line."""
+    r"""A TREC run file is malformed; the message names the file and line.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "bad.trec"
+        >>> _ = p.write_text("q1 Q0 d1 1 high demo\n")
+        >>> try:
+        ...     read_trec_run(p)
+        ... except RunFormatError as exc:
+        ...     print(str(exc).split(": ", 1)[1])
+        score 'high' is not a number
+    """
 
 
 def write_trec_run(
@@ -22,12 +33,24 @@ def write_trec_run(
 ) -> None:
     """Write ``run`` as a TREC run file, atomically, ranks by descending score (ties by doc id).
 
+    Scores are written with ``repr(float(score))``, the shortest text that parses back to the same float, so
+    metrics computed from the file equal those of the run in memory (a rounded score could turn two near-duplicate
+    documents into a tie that trec_eval breaks by doc id).
+
+    Args:
+        run: ``{query_id: {doc_id: score}}``; ids must be non-empty and hold no whitespace, scores finite.
+        path: the file to write (replaced atomically; nothing is written when a check fails).
+        tag: the run name of the last column, one word.
+
+    Raises:
+        ValueError: an id holds whitespace, a score is not finite, or the tag is not one word.
+
     Example:
         >>> import tempfile, pathlib
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "run.trec"
-        >>> write_trec_run({"q1": {"d2": 0.5, "d1": 0.9}}, p, tag="demo")
-        >>> p.read_text().splitlines()[0]
-        'q1 Q0 d1 1 0.9 demo'
+        >>> write_trec_run({"q1": {"d2": 0.5, "d1": 0.812345678912}}, p, tag="demo")
+        >>> p.read_text().splitlines()
+        ['q1 Q0 d1 1 0.812345678912 demo', 'q1 Q0 d2 2 0.5 demo']
     """
     if not tag or any(c.isspace() for c in tag):
         raise ValueError(f"run tag must be a non-empty word without spaces, got {tag!r}")
@@ -39,7 +62,8 @@ def write_trec_run(
                 _check_id("document", doc_id)
                 if not math.isfinite(score):
                     raise ValueError(f"non-finite score {score} for query {qid!r}, document {doc_id!r}")
-                handle.write(f"{qid} Q0 {doc_id} {rank} {score:.8g} {tag}\n")
+                # repr round-trips exactly (files written before used 8 significant digits; they still read)
+                handle.write(f"{qid} Q0 {doc_id} {rank} {float(score)!r} {tag}\n")
 
 
 def _check_id(kind: str, value: str) -> None:
@@ -52,7 +76,27 @@ def _check_id(kind: str, value: str) -> None:
 
 
 def read_trec_run(path: str | os.PathLike[str]) -> dict[str, dict[str, float]]:
-    """Read a TREC run file into ``{query_id: {doc_id: score}}``."""
+    """Read a TREC run file into ``{query_id: {doc_id: score}}``.
+
+    The rank and tag columns are not used: the scores order the documents, as trec_eval does.
+
+    Args:
+        path: a file of ``qid Q0 docid rank score tag`` lines (blank lines are skipped).
+
+    Returns:
+        The run, ``{query_id: {doc_id: score}}``, in file order.
+
+    Raises:
+        RunFormatError: a line does not have six columns, a score is not a number, or a document is listed twice
+            for one query; the message names the file and the line.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "run.trec"
+        >>> write_trec_run({"q1": {"d1": 0.9, "d2": 0.5}}, p)
+        >>> read_trec_run(p)
+        {'q1': {'d1': 0.9, 'd2': 0.5}}
+    """
     path = Path(path)
     run: dict[str, dict[str, float]] = {}
     with open(path, encoding="utf-8") as handle:

@@ -70,6 +70,12 @@ class PairedComparison:
 def format_p_value(p_value: float) -> str:
     """A p-value for a table cell: three decimals, or ``< 0.001`` (the test's resolution is 1 / resamples).
 
+    Args:
+        p_value: a p-value in ``[0, 1]``.
+
+    Returns:
+        The cell text.
+
     Example:
         >>> format_p_value(0.0804), format_p_value(0.0001)
         ('0.080', '< 0.001')
@@ -93,6 +99,9 @@ def paired_comparison(
         resamples: Bootstrap resamples and random sign flips.
         confidence: Level of the bootstrap (percentile) interval.
         seed: Seed of both resampling procedures.
+
+    Returns:
+        A :class:`PairedComparison`: the mean difference A − B, its bootstrap interval and the p-value.
 
     Raises:
         ValueError: The two sides do not score the same queries, or there are none.

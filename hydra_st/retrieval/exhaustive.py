@@ -4,6 +4,11 @@ The corpus may be a torch tensor, a numpy array or a read-only numpy memmap (fro
 :class:`~hydra_st.retrieval.store.EmbeddingStore`); only one chunk of documents (and one block of scores) is in
 memory at a time. A *scorer* is any callable ``scorer(queries[Bq, ...], docs[Nc, d]) -> scores[Bq, Nc]``, e.g.
 ``model.similarity`` of a :class:`~hydra_st.hypencoder.Hypencoder` (q-net scores) or :func:`dot_scorer`.
+
+:func:`dense_run` is the in-memory special case for cached bi-encoder embeddings: one numpy matrix product and an
+``argpartition``, returned directly as a run. Hydra's preference teacher and evaluation use it, and its published
+numbers depend on its exact float arithmetic, so it stays a separate function rather than a call of
+:func:`exhaustive_search`.
 """
 
 from __future__ import annotations
@@ -20,7 +25,20 @@ Scorer = Callable[[Tensor, Tensor], Tensor]
 
 
 def dot_scorer(queries: Tensor, docs: Tensor) -> Tensor:
-    """Inner product scorer (bi-encoder)."""
+    """Inner product scorer (bi-encoder); cosine similarity for normalised vectors.
+
+    Args:
+        queries: ``[Bq, d]`` query vectors.
+        docs: ``[Nc, d]`` document vectors.
+
+    Returns:
+        ``[Bq, Nc]`` scores.
+
+    Example:
+        >>> import torch
+        >>> dot_scorer(torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])).tolist()
+        [[1.0, 2.0]]
+    """
     return queries @ docs.T
 
 
@@ -39,7 +57,25 @@ def as_tensor(x: Any, device: str | torch.device | None = None, dtype: torch.dty
 
 
 def merge_topk(scores_a: Tensor, idx_a: Tensor, scores_b: Tensor, idx_b: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Merge two ``[B, *]`` top lists into one ``[B, min(k, total)]`` top list (descending)."""
+    """Merge two ``[B, *]`` top lists into one ``[B, min(k, total)]`` top list (descending).
+
+    Args:
+        scores_a: ``[B, ka]`` scores of the first list.
+        idx_a: ``[B, ka]`` document indices of the first list.
+        scores_b: ``[B, kb]`` scores of the second list.
+        idx_b: ``[B, kb]`` document indices of the second list.
+        k: how many to keep per row.
+
+    Returns:
+        ``(scores, indices)``, each ``[B, min(k, ka + kb)]``, best first.
+
+    Example:
+        >>> import torch
+        >>> s, i = merge_topk(torch.tensor([[0.9, 0.1]]), torch.tensor([[4, 7]]), torch.tensor([[0.5]]),
+        ...                   torch.tensor([[2]]), k=2)
+        >>> s.tolist(), i.tolist()
+        ([[0.8999999761581421, 0.5]], [[4, 2]])
+    """
     scores = torch.cat([scores_a, scores_b], dim=1)
     idx = torch.cat([idx_a, idx_b], dim=1)
     top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
@@ -85,7 +121,8 @@ def exhaustive_search(
     """
     n_docs = len(docs)
     if n_docs == 0:
-        raise ValueError("the corpus is empty")
+        shape = tuple(getattr(docs, "shape", (0,)))
+        raise ValueError(f"the corpus is empty (docs has shape {shape}): pass at least one document vector")
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if chunk_size is not None and chunk_size < 1:
@@ -124,9 +161,62 @@ def _hidden_width(docs: Any) -> int:
 def to_run(
     query_ids: Sequence[str], doc_ids: Sequence[str], scores: Tensor, indices: Tensor
 ) -> dict[str, dict[str, float]]:
-    """Turn ``(scores, indices)`` into a run ``{qid: {doc_id: score}}``."""
+    """Turn ``(scores, indices)`` into a run ``{qid: {doc_id: score}}``.
+
+    Args:
+        query_ids: the id of each row, in row order.
+        doc_ids: the document id of each corpus index.
+        scores: ``[Nq, k]`` scores, as :func:`exhaustive_search` returns them.
+        indices: ``[Nq, k]`` corpus indices; a negative index (faiss's "no result" padding) is skipped.
+
+    Returns:
+        ``{query_id: {doc_id: score}}``, each query's documents best first.
+
+    Example:
+        >>> import torch
+        >>> to_run(["q1"], ["a", "b", "c"], torch.tensor([[0.5, 0.25]]), torch.tensor([[2, -1]]))
+        {'q1': {'c': 0.5}}
+    """
     run: dict[str, dict[str, float]] = {}
     s_np, i_np = scores.cpu().numpy(), indices.cpu().numpy()
     for row, qid in enumerate(query_ids):
         run[qid] = {doc_ids[int(j)]: float(v) for v, j in zip(s_np[row], i_np[row], strict=False) if j >= 0}
+    return run
+
+
+def dense_run(
+    query_emb: np.ndarray, query_ids: Sequence[str], doc_emb: np.ndarray, doc_ids: Sequence[str], top_k: int = 100
+) -> dict[str, dict[str, float]]:
+    """Exact inner-product top-k of in-memory embeddings (cosine for normalised ones), as a run.
+
+    One ``[Nq, N]`` score matrix is computed with numpy, so it suits cached embeddings of small and medium corpora;
+    use :func:`exhaustive_search` for memory-bounded chunks or another scorer. Hydra's results are computed with
+    this function: keep its arithmetic (numpy matmul, then ``argpartition``) as it is, since near-duplicate
+    documents (cacm has some) are ordered by the last bits of their scores.
+
+    Args:
+        query_emb: ``[Nq, d]`` query vectors.
+        query_ids: the id of each query row.
+        doc_emb: ``[N, d]`` document vectors.
+        doc_ids: the id of each document row.
+        top_k: documents kept per query (clipped to ``N``).
+
+    Returns:
+        ``{query_id: {doc_id: score}}`` with the ``top_k`` best documents of each query (in no particular order:
+        rank them by score).
+
+    Example:
+        >>> import numpy as np
+        >>> docs = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]], dtype="float32")
+        >>> run = dense_run(np.array([[0.0, 1.0]], dtype="float32"), ["q1"], docs, ["a", "b", "c"], top_k=2)
+        >>> sorted(run["q1"].items(), key=lambda item: -item[1])
+        [('c', 1.0), ('b', 0.800000011920929)]
+    """
+    scores = query_emb @ doc_emb.T
+    k = min(top_k, scores.shape[1])
+    idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    run = {}
+    for row, qid in enumerate(query_ids):
+        cols = idx[row]
+        run[qid] = {doc_ids[c]: float(scores[row, c]) for c in cols}
     return run

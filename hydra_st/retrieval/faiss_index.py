@@ -23,7 +23,7 @@ class FaissIndex:
         kind: ``"flat"`` (exact ``IndexFlatIP``) or ``"hnsw"`` (``IndexHNSWFlat`` with inner product).
         hnsw_m: HNSW links per node.
         ef_construction: HNSW build breadth.
-        ef_search: HNSW search breadth.
+        ef_search: HNSW search breadth (saved with the index, and restored by :meth:`load`).
         device: ``"cpu"`` or ``"cuda"`` (flat only; needs faiss-gpu).
 
     Example:
@@ -70,6 +70,14 @@ class FaissIndex:
         return int(self.index.ntotal)
 
     def add(self, vectors: np.ndarray) -> None:
+        """Append ``[n, dim]`` document vectors; their ids continue from :func:`len` of the index.
+
+        Args:
+            vectors: ``[n, dim]`` vectors (converted to contiguous float32).
+
+        Raises:
+            ValueError: the vectors do not have ``dim`` columns.
+        """
         x = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"vectors must have shape [n, {self.dim}], got {x.shape}")
@@ -93,14 +101,41 @@ class FaissIndex:
         atomic_write_bytes(path, faiss.serialize_index(index).tobytes())
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu", ef_search: int = 128) -> FaissIndex:
+    def load(cls, path: str | Path, device: str = "cpu", ef_search: int | None = None) -> FaissIndex:
+        """Read an index written by :meth:`save`.
+
+        Args:
+            path: the index file.
+            device: ``"cpu"`` or ``"cuda"`` (flat only).
+            ef_search: HNSW search breadth; ``None`` keeps the one the index was saved with.
+
+        Returns:
+            The index, of the kind (flat or HNSW) it was saved as.
+
+        Raises:
+            ValueError: the file is not a readable faiss index (the message names the command that rebuilds it).
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> index = FaissIndex(4, kind="hnsw", ef_search=77)
+            >>> index.add(np.eye(4, dtype="float32"))
+            >>> path = pathlib.Path(tempfile.mkdtemp()) / "index.faiss"
+            >>> index.save(path)
+            >>> again = FaissIndex.load(path)
+            >>> again.kind, again.index.hnsw.efSearch
+            ('hnsw', 77)
+        """
         faiss = require("faiss")
         try:
             data = np.frombuffer(Path(path).read_bytes(), dtype=np.uint8)
             index = faiss.deserialize_index(data)
         except Exception as exc:  # faiss raises RuntimeError on corrupt data
+            # build-graph writes an index only when asked for one, so the command must say --faiss
             raise ValueError(
-                f"{path}: not a readable faiss index ({exc}); rebuild it with `hydra-st build-graph`"
+                f"{path}: not a readable faiss index ({exc}); rebuild it with "
+                f"`hydra-st build-graph --store {Path(path).parent} --faiss flat|hnsw`"
             ) from exc
         kind = "hnsw" if hasattr(index, "hnsw") else "flat"
-        return cls(index.d, kind=kind, ef_search=ef_search, device=device, index=index)
+        if kind == "hnsw" and ef_search is None:
+            ef_search = int(index.hnsw.efSearch)  # faiss saves efSearch with the graph
+        return cls(index.d, kind=kind, ef_search=128 if ef_search is None else ef_search, device=device, index=index)

@@ -57,6 +57,9 @@ def build_neighbor_graph(
         show_progress_bar: tqdm over batches.
         reverse_edges: reverse links added per document (0: the plain k-NN graph, as published).
 
+    Returns:
+        ``[N, k + reverse_edges]`` int32 document indices, nearest first.
+
     Example:
         >>> import numpy as np
         >>> g = build_neighbor_graph(np.eye(4, dtype="float32") + 0.1, k=2, show_progress_bar=False)
@@ -144,6 +147,13 @@ def add_reverse_edges(graph: np.ndarray, r: int) -> np.ndarray:
 @dataclass
 class GraphSearchResult:
     """Result of one graph search: ``scores``/``indices`` best first, plus its cost.
+
+    Attributes:
+        scores: ``[n]`` scores of the documents found, best first; ``n <= top_k`` (fewer when the search scored
+            fewer documents than ``top_k``).
+        indices: ``[n]`` corpus indices of those documents.
+        num_evaluations: how many documents the scorer was run on.
+        num_rounds: how many expansion rounds ran.
 
     Example:
         >>> docs = np.eye(4, dtype="float32")
@@ -304,6 +314,14 @@ def index_entry_points(
     same document vectors: the search then starts near the query instead of only at random documents (measured in
     ``evaluation/results/hypencoder_search.md``). ``index`` is anything with ``search(queries, k) -> (scores, ids)``.
 
+    Args:
+        index: a :class:`~hydra_st.retrieval.FaissIndex` (or anything with that ``search``) over the documents.
+        query_vector: maps one query's representation to the vector searched in ``index``.
+        n: entry points per query.
+
+    Returns:
+        ``entry_points(query) -> [n]`` document indices, for ``GraphSearcher(extra_entry_points=...)``.
+
     Example:
         >>> from hydra_st.retrieval import FaissIndex
         >>> docs = np.eye(6, dtype="float32")
@@ -325,8 +343,29 @@ def index_entry_points(
 
 
 def recall_at_k(approx: np.ndarray, exact: np.ndarray, k: int = 10) -> float:
-    """Mean overlap of two ``[Nq, >=k]`` top lists at depth ``k`` (recall of the exact top-k)."""
+    """Mean overlap of two ``[Nq, >=k]`` top lists at depth ``k`` (recall of the exact top-k).
+
+    Args:
+        approx: one top list of document indices per query (the approximate search's).
+        exact: the exact top lists, for the same queries in the same order.
+        k: the depth compared.
+
+    Returns:
+        The mean, over queries, of ``|approx[:k] ∩ exact[:k]| / min(k, len(exact))``.
+
+    Raises:
+        ValueError: the two hold a different number of queries (a silent truncation would misreport recall).
+
+    Example:
+        >>> recall_at_k(np.array([[1, 2], [3, 4]]), np.array([[2, 1], [3, 5]]), k=2)
+        0.75
+    """
+    if len(approx) != len(exact):
+        raise ValueError(
+            f"recall_at_k needs one top list per query on both sides; got {len(approx)} approximate and "
+            f"{len(exact)} exact lists: pass the results of the same queries"
+        )
     hits = [
-        len(set(a[:k].tolist()) & set(e[:k].tolist())) / min(k, len(e)) for a, e in zip(approx, exact, strict=False)
+        len(set(a[:k].tolist()) & set(e[:k].tolist())) / min(k, len(e)) for a, e in zip(approx, exact, strict=True)
     ]
     return float(np.mean(hits))

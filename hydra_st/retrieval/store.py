@@ -21,6 +21,8 @@ import hashlib
 import json
 import logging
 import os
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,29 +101,44 @@ class EmbeddingStore:
     meta_file = "meta.json"
 
     def exists(self) -> bool:
+        """Whether the folder holds encoded documents (``embeddings.npy`` and ``ids.json``)."""
         return (self.path / self.embeddings_file).exists() and (self.path / self.ids_file).exists()
 
-    def save(self, embeddings: np.ndarray, ids: list[str], meta: dict[str, Any] | None = None) -> None:
+    def save(self, embeddings: np.ndarray, ids: Sequence[str | int], meta: dict[str, Any] | None = None) -> None:
         """Save document vectors and ids; a previous graph/index of other vectors is removed once they are saved.
 
         ``meta.json`` is written last: until then it says the store is incomplete, so an interrupted save is
         detected on load, and the old graph and index are only deleted after the new data is complete (before
         that, their recorded embeddings fingerprint no longer matches, which is detected too).
+
+        Args:
+            embeddings: ``[N, d]`` finite document vectors (stored as float32).
+            ids: the ``N`` document ids, stored as strings; they must be unique as strings.
+            meta: extra entries for ``meta.json`` (e.g. ``{"model": ..., "model_fingerprint": ...}``).
+
+        Raises:
+            ValueError: shapes disagree, an id repeats (the message names it), a vector is not finite, or the path
+                is a file.
         """
+        # ids are stored as strings, so they are compared as strings: 1 and "1" would be one id twice in the store
+        doc_ids = [str(i) for i in ids]
         emb = np.asarray(embeddings, dtype=np.float32)
-        if emb.ndim != 2 or emb.shape[0] != len(ids):
-            raise ValueError(f"embeddings {emb.shape} and {len(ids)} ids do not match")
-        if len(set(ids)) != len(ids):
-            raise ValueError("document ids must be unique")
+        if emb.ndim != 2 or emb.shape[0] != len(doc_ids):
+            raise ValueError(f"embeddings {emb.shape} and {len(doc_ids)} ids do not match")
+        if len(set(doc_ids)) != len(doc_ids):
+            duplicate, times = next((i, n) for i, n in Counter(doc_ids).items() if n > 1)
+            raise ValueError(
+                f"document ids must be unique, but {duplicate!r} occurs {times} times (ids are compared as strings); "
+                "give every document its own id"
+            )
         if not np.isfinite(emb).all():
             raise ValueError("embeddings hold NaN or infinite values: the model or its input is broken")
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"{self.path} is a file, not a store folder: choose another output folder")
         self.path.mkdir(parents=True, exist_ok=True)
-        ids = [str(i) for i in ids]
         atomic_write_json(self.path / self.meta_file, {_INCOMPLETE: "hydra-st encode did not finish writing"})
         atomic_save_numpy(self.path / self.embeddings_file, emb)
-        atomic_write_json(self.path / self.ids_file, ids, indent=None)
+        atomic_write_json(self.path / self.ids_file, doc_ids, indent=None)
         record = {k: v for k, v in (meta or {}).items() if k not in ("graph", "index", _INCOMPLETE)}
         atomic_write_json(
             self.path / self.meta_file,
@@ -129,7 +146,7 @@ class EmbeddingStore:
                 **record,
                 "num_documents": int(emb.shape[0]),
                 "dim": int(emb.shape[1]),
-                "ids_fingerprint": fingerprint_ids(ids),
+                "ids_fingerprint": fingerprint_ids(doc_ids),
                 "embeddings_fingerprint": fingerprint_file(self.path / self.embeddings_file),
             },
         )
@@ -263,6 +280,7 @@ class EmbeddingStore:
         atomic_write_json(self.path / self.meta_file, {**meta, "graph": entry})
 
     def has_graph(self) -> bool:
+        """Whether ``graph.npy`` exists (:meth:`load_graph` checks that it fits the embeddings)."""
         return (self.path / self.graph_file).exists()
 
     def _check_built_from(self, meta: dict[str, Any], key: str, file: str, command: str) -> None:
@@ -314,10 +332,16 @@ class EmbeddingStore:
         atomic_write_json(self.path / self.meta_file, {**meta, "index": entry})
 
     def has_index(self) -> bool:
+        """Whether ``index.faiss`` exists (:meth:`load_index` checks that it holds the stored embeddings)."""
         return (self.path / self.index_file).exists()
 
-    def load_index(self, device: str = "cpu", ef_search: int = 128) -> Any:
-        """The faiss index, verified to hold exactly the stored embeddings (count, width, fingerprint)."""
+    def load_index(self, device: str = "cpu", ef_search: int | None = None) -> Any:
+        """The faiss index, verified to hold exactly the stored embeddings (count, width, fingerprint).
+
+        Args:
+            device: ``"cpu"`` or ``"cuda"`` (flat indexes only).
+            ef_search: HNSW search breadth; ``None`` keeps the one the index was built with.
+        """
         from hydra_st.retrieval.faiss_index import FaissIndex
 
         if not self.has_index():

@@ -71,9 +71,9 @@ class BM25Teacher:
         import bm25s
 
         if len(doc_ids) != len(doc_texts):
-            raise ValueError(f"{len(doc_ids)} doc ids but {len(doc_texts)} texts")
+            raise ValueError(f"{len(doc_ids)} doc ids but {len(doc_texts)} texts: pass one text per id, in id order")
         if not doc_ids:
-            raise ValueError("cannot index an empty corpus")
+            raise ValueError("cannot index an empty corpus (0 documents given): pass at least one id and its text")
         retriever = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
         retriever.index(self._tokenize(doc_texts), show_progress=self.show_progress_bar)
         self._retriever = retriever

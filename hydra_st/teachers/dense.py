@@ -44,8 +44,11 @@ class DenseTeacher:
         device: device for a model loaded by id.
 
     Example:
+        >>> doc_ids, doc_texts = ["d1", "d2"], ["Rain forms when water vapour condenses.", "The stock market fell."]
         >>> teacher = DenseTeacher("sentence-transformers/all-MiniLM-L6-v2")  # doctest: +SKIP
-        >>> teacher.index(ds.doc_ids, ds.doc_texts).search({"q1": "what causes rain"}, top_k=10)  # doctest: +SKIP
+        >>> run = teacher.index(doc_ids, doc_texts).search({"q1": "what causes rain"}, top_k=1)  # doctest: +SKIP
+        >>> list(run["q1"])  # doctest: +SKIP
+        ['d1']
     """
 
     def __init__(

@@ -34,6 +34,12 @@ def reciprocal_rank_fusion(
         top_k: how many fused documents to keep per query (``None``: all).
         weights: one weight per run (default 1 each).
 
+    Returns:
+        The fused run, each query's documents ordered by descending RRF score (ties by doc id).
+
+    Raises:
+        ValueError: no runs, a weight count that differs from the run count, or ``k < 0``.
+
     Example:
         >>> bm25 = {"q": {"a": 9.0, "b": 7.0}}
         >>> dense = {"q": {"b": 0.9, "c": 0.8}}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -99,27 +99,6 @@ def atomic_save_safetensors(
 
     payload = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
     atomic_write_bytes(path, payload)
-
-
-def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[str], None]) -> None:
-    """Atomically produce ``path`` with a third-party ``writer(tmp_path)`` that only accepts a file name.
-
-    Used for libraries such as faiss (``faiss.write_index(index, name)``) that open the file themselves.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    _apply_umask(tmp_name)
-    try:
-        writer(tmp_name)
-        with open(tmp_name, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
 
 
 class DuplicateKeyError(ValueError):

@@ -53,3 +53,39 @@ def test_bad_inputs(corpus):
         exhaustive_search(torch.randn(2, 16), corpus, scorer=lambda q, d: torch.zeros(len(d)))
     with pytest.raises(RuntimeError):
         exhaustive_search(torch.randn(2, 8), corpus)  # wrong query width
+
+
+def test_empty_corpus_error_names_the_shape_and_the_fix(corpus):
+    with pytest.raises(ValueError, match=r"corpus is empty \(docs has shape \(0, 16\)\): pass at least one"):
+        exhaustive_search(torch.randn(1, 16), corpus[:0])
+
+
+def _reference_dense_run(query_emb, query_ids, doc_emb, doc_ids, top_k):
+    # the algorithm as it was in hydra_st.hydra.preferences when Hydra's numbers were published
+    scores = query_emb @ doc_emb.T
+    k = min(top_k, scores.shape[1])
+    idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return {qid: {doc_ids[c]: float(scores[row, c]) for c in idx[row]} for row, qid in enumerate(query_ids)}
+
+
+def test_dense_run_is_exact_top_k_with_the_published_arithmetic(corpus):
+    from hydra_st.retrieval import dense_run
+
+    docs = corpus / np.linalg.norm(corpus, axis=1, keepdims=True)
+    docs[7] = docs[3]  # an exact duplicate: its order must not change
+    queries = docs[:6] + 0.01 * np.random.default_rng(1).normal(size=(6, 16)).astype(np.float32)
+    qids, doc_ids = [f"q{i}" for i in range(6)], [f"d{i}" for i in range(len(docs))]
+    run = dense_run(queries, qids, docs, doc_ids, top_k=10)
+    reference = _reference_dense_run(queries, qids, docs, doc_ids, 10)
+    assert run == reference and [list(r) for r in run.values()] == [list(r) for r in reference.values()]
+    exact = np.argsort(-(queries @ docs.T), axis=1, kind="stable")[:, :10]
+    for row, qid in enumerate(qids):
+        assert set(run[qid]) == {doc_ids[j] for j in exact[row]}
+    assert len(dense_run(queries, qids, docs[:4], doc_ids[:4], top_k=10)["q0"]) == 4  # clipped to the corpus
+
+
+def test_dense_run_is_the_function_hydra_uses():
+    from hydra_st.hydra import evaluate, preferences
+    from hydra_st.retrieval import dense_run
+
+    assert preferences.dense_run is dense_run and evaluate.dense_run is dense_run

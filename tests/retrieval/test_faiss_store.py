@@ -96,3 +96,30 @@ def test_store_bad_inputs(vectors, tmp_path):
     (store.path / "ids.json").write_text("{broken")
     with pytest.raises(ValueError, match="ids.json"):
         store.load_ids()
+
+
+def test_hnsw_search_breadth_survives_save_and_load(vectors, tmp_path):
+    index = FaissIndex(12, kind="hnsw", ef_search=77)
+    index.add(vectors)
+    index.save(tmp_path / "h.faiss")
+    assert FaissIndex.load(tmp_path / "h.faiss").index.hnsw.efSearch == 77  # not reset to the default 128
+    assert FaissIndex.load(tmp_path / "h.faiss", ef_search=20).index.hnsw.efSearch == 20  # an explicit one wins
+    store = EmbeddingStore(tmp_path / "s")
+    store.save(vectors, [f"d{i}" for i in range(len(vectors))])
+    store.save_index(index)
+    assert store.load_index().index.hnsw.efSearch == 77
+
+
+def test_unreadable_index_names_the_command_that_writes_one(tmp_path):
+    (tmp_path / "index.faiss").write_bytes(b"nonsense")
+    with pytest.raises(ValueError, match=rf"`hydra-st build-graph --store {tmp_path} --faiss flat\|hnsw`"):
+        FaissIndex.load(tmp_path / "index.faiss")
+
+
+def test_store_compares_ids_as_strings_and_names_the_duplicate(vectors, tmp_path):
+    store = EmbeddingStore(tmp_path / "s")
+    with pytest.raises(ValueError, match=r"'1' occurs 2 times \(ids are compared as strings\)"):
+        store.save(vectors[:3], [1, "1", "2"])
+    assert not store.exists()  # nothing was written
+    store.save(vectors[:2], [1, 2])
+    assert store.load_ids() == ["1", "2"]

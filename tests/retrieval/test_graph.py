@@ -118,3 +118,28 @@ def test_patience_searches_longer_and_never_worse(clustered):
 
 def test_recall_at_k():
     assert recall_at_k(np.array([[1, 2, 3]]), np.array([[3, 2, 9]]), k=3) == pytest.approx(2 / 3)
+
+
+def test_recall_at_k_refuses_lists_of_different_queries():
+    with pytest.raises(ValueError, match="got 2 approximate and 1 exact lists"):
+        recall_at_k(np.array([[1, 2], [3, 4]]), np.array([[1, 2]]), k=2)
+
+
+def test_graph_mode_keeps_each_querys_own_results(clustered):
+    from hydra_st.cli.hypencoder_commands import stack_graph_results
+    from hydra_st.retrieval import GraphSearchResult, to_run
+
+    results = [
+        GraphSearchResult(np.array([0.9, 0.8, 0.7], np.float32), np.array([5, 1, 2]), 10, 2),
+        GraphSearchResult(np.array([0.6], np.float32), np.array([3]), 10, 1),  # this search found only one
+    ]
+    scores, idx = stack_graph_results(results)
+    run = to_run(["qa", "qb"], [f"d{i}" for i in range(6)], scores, idx)
+    assert list(run["qa"]) == ["d5", "d1", "d2"] and run["qb"] == pytest.approx({"d3": 0.6})
+    # a real search that scores fewer than top_k documents, and a different number for different queries
+    graph = build_neighbor_graph(clustered[:50], k=3, show_progress_bar=False)
+    searcher = GraphSearcher(clustered[:50], graph, num_entry_points=3, ncandidates=3, max_iter=3, early_stop=False)
+    found = searcher.search_batch(torch.from_numpy(clustered[:8]), top_k=40)
+    assert len({len(r.indices) for r in found}) > 1
+    scores, idx = stack_graph_results(found)
+    assert [int((row >= 0).sum()) for row in idx] == [len(r.indices) for r in found]

@@ -108,3 +108,35 @@ def test_paired_comparison_refuses_unpaired_input():
         paired_comparison({}, {})
     with pytest.raises(ValueError, match="confidence"):
         paired_comparison({"a": 1.0}, {"a": 0.0}, confidence=95)
+
+
+def test_every_alias_of_one_measure_gets_its_value() -> None:
+    # ir_measures reports RR@10 once; each name that spells it must be filled, not only the last one
+    qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}}
+    run = {"q1": {"d1": 2.0}, "q2": {"d1": 3.0, "d2": 1.0}}
+    result = evaluate_run(qrels, run, metrics=["mrr@10", "RR@10", "rr@10", "ndcg@10"])
+    assert result.aggregate["mrr@10"] == result.aggregate["RR@10"] == result.aggregate["rr@10"] == pytest.approx(0.75)
+    assert result.per_query["q2"] == pytest.approx({"mrr@10": 0.5, "RR@10": 0.5, "rr@10": 0.5, "ndcg@10": 0.6309298})
+    assert list(evaluate_run(qrels, run, metrics=["map", "map"]).aggregate) == ["map"]  # a repeated name: one entry
+
+
+def test_trec_run_scores_round_trip_exactly(tmp_path: Path) -> None:
+    # two near-duplicate documents: rounded to 8 digits they tie, and trec_eval would break the tie by doc id
+    qrels = {"q1": {"d1": 1}}
+    run = {"q1": {"d1": 0.812345669, "d2": 0.812345671, "d3": float(np.float32(0.1))}, "q2": {"d4": 1e-300}}
+    write_trec_run(run, tmp_path / "run.trec")
+    back = read_trec_run(tmp_path / "run.trec")
+    assert back == run  # bit for bit
+    in_memory = evaluate_run(qrels, run, ["mrr@10"]).aggregate
+    assert evaluate_run(qrels, back, ["mrr@10"]).aggregate == in_memory == {"mrr@10": 0.5}
+
+
+def test_old_run_files_with_rounded_scores_still_read(tmp_path: Path) -> None:
+    (tmp_path / "old.trec").write_text("q1 Q0 d2 1 0.81234567 hydra_st\nq1 Q0 d1 2 1.5e-05 hydra_st\n")
+    assert read_trec_run(tmp_path / "old.trec") == {"q1": {"d2": 0.81234567, "d1": 1.5e-05}}
+
+
+def test_mean_over_unjudged_queries_names_them() -> None:
+    result = evaluate_run({"q1": {"d1": 1}}, {"q1": {"d1": 1.0}}, ["ndcg@10"])
+    with pytest.raises(ValueError, match=r"none of the 2 given query ids \(e\.g\. \['x', 'y'\]\).*\['q1'\]"):
+        result.mean_over(["y", "x"], "ndcg@10")

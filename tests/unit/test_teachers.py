@@ -111,3 +111,8 @@ def test_dense_teacher_search(tiny_st_model, tmp_path: Path, toy_dataset_dir: Pa
     assert set(run) == {"q1", "q2"} and all(len(v) == 3 for v in run.values())
     scores = list(run["q1"].values())
     assert scores == sorted(scores, reverse=True)
+
+
+def test_bm25_empty_corpus_error_says_what_to_pass() -> None:
+    with pytest.raises(ValueError, match=r"empty corpus \(0 documents given\): pass at least one id and its text"):
+        BM25Teacher().index([], [])

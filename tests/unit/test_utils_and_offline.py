@@ -100,12 +100,42 @@ def test_load_base_model_reads_a_seeded_snapshot_without_the_hub(monkeypatch: py
 
     monkeypatch.setattr(sentence_transformers, "SentenceTransformer", FakeST)
     monkeypatch.setattr(offline, "ensure_base_model", lambda model_id: tmp_path)
+    safe = {"model_kwargs": {"use_safetensors": True}}  # never unpickle a pytorch_model.bin
     offline.load_base_model("sentence-transformers/all-MiniLM-L6-v2")
-    assert calls == [{"device": "cpu", "local_files_only": True}]  # no Hub round-trips (and no retry waits)
+    assert calls == [{"device": "cpu", "local_files_only": True, **safe}]  # no Hub round-trips (and no retry waits)
     calls.clear()
     offline.load_base_model("incomplete/model")  # a broken snapshot falls back to the normal (Hub) load
-    assert calls == [{"device": "cpu", "local_files_only": True}, {"device": "cpu"}]
+    assert calls == [{"device": "cpu", "local_files_only": True, **safe}, {"device": "cpu", **safe}]
     calls.clear()
     monkeypatch.setattr(offline, "ensure_base_model", lambda model_id: None)
     offline.load_base_model("someone/else")  # no offline weights: loading is left to sentence-transformers
-    assert calls == [{"device": "cpu"}]
+    assert calls == [{"device": "cpu", **safe}]
+    calls.clear()
+    offline.load_base_model("someone/else", model_kwargs={"use_safetensors": False})  # an explicit opt-in is kept
+    assert calls == [{"device": "cpu", "model_kwargs": {"use_safetensors": False}}]
+
+
+def test_load_base_model_refuses_pickled_weights(tiny_st_model_dir: Path, tmp_path: Path, monkeypatch):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    from hydra_st.hub.offline import load_base_model
+
+    pickled = Path(shutil.copytree(tiny_st_model_dir, tmp_path / "bin_only"))
+    for weights in pickled.rglob("model.safetensors"):  # what a .bin-only checkpoint looks like
+        torch.save(load_file(str(weights)), weights.parent / "pytorch_model.bin")
+        weights.unlink()
+    unpickled: list[str] = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: unpickled.append(str(f)) or real_load(f, *a, **k))
+    with pytest.raises(OSError, match=r"never loads pickled weights.*model_kwargs=\{'use_safetensors': False\}"):
+        load_base_model(str(pickled))
+    assert unpickled == []
+    for weights in pickled.rglob("pytorch_model.bin"):
+        weights.unlink()
+    with pytest.raises(OSError) as no_weights:  # no weights at all: transformers' own message, no pickle advice
+        load_base_model(str(pickled))
+    assert "never loads pickled weights" not in str(no_weights.value)
+    assert load_base_model(str(tiny_st_model_dir)).encode(["a cat"]).shape == (1, 32)  # safetensors load as before
