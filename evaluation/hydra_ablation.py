@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra_st.hydra.evaluate import evaluate_task
-from hydra_st.hydra.pipeline import ALL_TASKS, PipelineConfig, load_tasks, train_model
+from hydra_st.hydra.pipeline import ALL_TASKS, PipelineConfig, kept_untrained_note, load_tasks, train_model
 from hydra_st.hydra.task_card import TaskCard
 from hydra_st.utils.io import atomic_write_json, atomic_write_text
 
@@ -152,6 +152,23 @@ def leave_one_out_score(base: Any, tasks: list[Any], held_out: Any, config: Pipe
     return evaluate_task(held_out, model, {}, systems=("hydra",))["hydra"]["ndcg@10"]
 
 
+def _kept_untrained(results: dict[str, Any]) -> list[str]:
+    """One flag per variant whose training kept step 0 (no dev improvement) for some seed."""
+    lines = []
+    for name, entry in results["variants"].items():
+        config = VARIANTS[name][1](PipelineConfig(tasks=tuple(results["tasks"]), loto=False))
+        notes: dict[str, list[str]] = {}
+        for seed, run in entry["runs"].items():
+            note = kept_untrained_note(run.get("best_dev"), config)
+            if note:
+                notes.setdefault(note, []).append(seed)
+        lines += [
+            f"- **{name}, seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}: {note}**"
+            for note, seeds in notes.items()
+        ]
+    return lines
+
+
 def render(results: dict[str, Any], argv: list[str]) -> str:
     tasks, seeds = results["tasks"], results["seeds"]
     base = results["reference"]["base"]
@@ -189,6 +206,9 @@ def render(results: dict[str, Any], argv: list[str]) -> str:
             paired = fmt([a - b for a, b in zip(own, gains(reference), strict=True)]) + f" (vs {reference})"
         below = " / ".join(str(sum(entry["runs"][str(s)]["ndcg@10"][t] < base[t] for t in tasks)) for s in seeds)
         lines.append(f"| {name} | {entry['label']} | {fmt(own)} | {paired} | {below} |")
+    untrained = _kept_untrained(results)
+    if untrained:
+        lines += ["", *untrained]
     lines += ["", "Per task (mean over seeds), nDCG@10 − base:", ""]
     lines += ["| variant | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
     for name, entry in results["variants"].items():

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from hydra_st.evaluation import PairedComparison, format_p_value
-from hydra_st.hydra.evaluate import POOLS
-from hydra_st.hydra.pipeline import ALL_TASKS, PipelineConfig, run_pipeline
+from hydra_st.evaluation import TRAIN_OVERLAP_POOLS, PairedComparison, format_p_value
+from hydra_st.hydra.pipeline import ALL_TASKS, PipelineConfig, kept_untrained_note, run_pipeline
 from hydra_st.utils.io import atomic_write_json, atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -73,7 +74,7 @@ def _pool_table(results: dict) -> list[str]:
         "|---|---|---|" + "---|" * len(systems),
     ]
     for name in names:
-        for pool in POOLS:
+        for pool in TRAIN_OVERLAP_POOLS:
             if f"ndcg@10/{pool}" not in results[name]["base"]:
                 continue
             cells = " | ".join(f"{results[name][s][f'ndcg@10/{pool}']:.4f}" for s in systems)
@@ -104,6 +105,60 @@ def _paired_table(paired: dict) -> list[str]:
     return lines + [""]
 
 
+def check_model_destination(dest: str | os.PathLike[str]) -> Path:
+    """``dest`` for ``--save-model``: absent, or a model folder (one with ``modules.json``) that gets replaced.
+
+    Raises:
+        ValueError: ``dest`` exists and is not a model folder (a file, or a folder without ``modules.json``).
+    """
+    dest = Path(dest)
+    if dest.exists() and not (dest.is_dir() and (dest / "modules.json").is_file()):
+        raise ValueError(
+            f"--save-model {dest}: it exists and is not a model folder (no modules.json), so it is not replaced; "
+            "give a new path or a model folder"
+        )
+    return dest
+
+
+def publish_model(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+    """Copy the model folder ``source`` to ``dest``, replacing a model folder there without ever leaving none.
+
+    The copy is made in a temporary sibling of ``dest`` and renamed into place; an old ``dest`` is renamed aside
+    first and removed only once the new one is in place. A crash leaves either the old model or the new one at
+    ``dest`` (and at worst a ``.<name>.*`` sibling to delete).
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> (root / "new").mkdir(); _ = (root / "new" / "modules.json").write_text("[]")
+        >>> publish_model(root / "new", root / "published")
+        >>> sorted(p.name for p in root.iterdir()), (root / "published" / "modules.json").read_text()
+        (['new', 'published'], '[]')
+    """
+    source = Path(source)
+    dest = check_model_destination(dest)
+    if not (source / "modules.json").is_file():
+        raise ValueError(f"{source} is not a saved model (no modules.json)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=dest.parent))
+    old: Path | None = None
+    try:
+        shutil.copytree(source, staging, dirs_exist_ok=True)  # also gives staging source's permissions
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+            os.replace(dest, old)  # onto the empty folder mkdtemp made: a rename, nothing is deleted yet
+        os.replace(staging, dest)
+    except BaseException:
+        if old is not None and not dest.exists():  # the old model was moved aside: put it back
+            os.replace(old, dest)
+        elif old is not None:  # it was never moved: only the empty placeholder is there
+            shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default=",".join(ALL_TASKS))
@@ -120,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--results", default=str(RESULTS), help="where hydra.md / hydra.json are written")
     args = parser.parse_args(argv)
+    if args.save_model:  # checked before hours of training, and again when the model is copied
+        try:
+            check_model_destination(args.save_model)
+        except ValueError as exc:
+            parser.error(str(exc))
     config = PipelineConfig(
         tasks=tuple(args.tasks.split(",")),
         loto=not args.no_loto,
@@ -135,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     report = run_pipeline(config, args.output_dir, show_progress_bar=not args.no_progress)
     report.pop("table")
     targets = _targets(report["results"])
+    untrained = kept_untrained_note(report["training"].get("best_dev"), config)
+    if untrained:  # beside the targets: every number below is then the base model's
+        targets.append(f"- **{untrained}**")
     md = [
         "# Hydra: per-task evaluation",
         "",
@@ -185,11 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(results_dir / "hydra.json", {**report, "targets": targets})
     print("\n".join(md))
     if args.save_model:
-        dest = Path(args.save_model)
-        if dest.exists():
-            shutil.rmtree(dest)
-        shutil.copytree(Path(args.output_dir) / "model", dest)
-        print(f"model copied to {dest}")
+        publish_model(Path(args.output_dir) / "model", args.save_model)
+        print(f"model copied to {args.save_model}")
     return 0
 
 

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from hydra_st.evaluation import TRAIN_OVERLAP_POOLS, evaluate_run, paired_comparison, split_by_train_overlap
+from hydra_st.retrieval import dense_run
 from hydra_st.teachers import BM25Teacher, reciprocal_rank_fusion
 
 from .generator import apply_head
-from .preferences import dense_run
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 SYSTEMS = ("bm25", "base", "rrf_teacher", "hydra", "hydra_wrong_card", "hydra_loto")
@@ -53,9 +53,6 @@ def wrong_card_for(name: str, names: Sequence[str]) -> str:
     return order[(order.index(name) + 1) % len(order)]
 
 
-POOLS = TRAIN_OVERLAP_POOLS  # the labels of the train-pool / new-pool split, as the Hypencoder reports them
-
-
 def train_pools(task: Any) -> tuple[set[str], set[str]] | None:
     """``task``'s test queries split by whether a relevant document is also relevant to one of its training-side
     queries (train and dev, see :func:`~hydra_st.evaluation.split_by_train_overlap`); None for tasks trained on
@@ -78,7 +75,7 @@ def _scores(
     if per_query is not None:
         per_query.update(result.by_query("ndcg@10"))
     scores = dict(result.aggregate)
-    for label, group in zip(POOLS, pools, strict=True) if pools is not None else ():
+    for label, group in zip(TRAIN_OVERLAP_POOLS, pools, strict=True) if pools is not None else ():
         judged = [q for q in group if q in result.per_query]
         if judged:
             scores[f"ndcg@10/{label}"] = result.mean_over(judged, "ndcg@10")
@@ -200,11 +197,6 @@ def aggregate_gains(gains: dict[str, float], aggregate: str = "penalized") -> fl
     if aggregate == "min":
         return float(values.min())
     return float(values.mean() + np.minimum(values, 0).mean())
-
-
-def dev_gain(model: Any, tasks: Sequence[Any], base_dev: dict[str, float], aggregate: str = "penalized") -> float:
-    """:func:`aggregate_gains` of :func:`dev_gains`."""
-    return aggregate_gains(dev_gains(model, tasks, base_dev), aggregate)
 
 
 def base_dev_scores(tasks: Sequence[Any]) -> dict[str, float]:

@@ -20,8 +20,9 @@ class ProjectionHeadGenerator(nn.Module):
     ``W = W0 + A(c) @ B(c)`` with a shared, learned base ``W0`` (initialised from an orthonormal basis, e.g. the
     principal directions of the training corpora's embeddings, so that an untrained hypernet already gives a
     sensible head) plus a card-dependent rank-``rank`` update; ``b``, ``scale`` and ``shift`` are affine in the
-    conditioning vector around ``b0``, 1 and 0. With the default sizes (384→256, rank 6, conditioning dim 64)
-    each head has 99,072 generated parameters and this module about 310K trainable ones.
+    conditioning vector around ``b0``, 1 and 0. With the default sizes, which are also :class:`HydraHead`'s and
+    ``Hydra.from_base``'s (384→256, rank 4, conditioning dim 64), each head has 99,072 generated parameters and this
+    module 314,880 trainable ones (398,080 at rank 6); the card encoder adds 204,992.
 
     With ``gated=True`` (needs ``out_dim == in_dim``) the generator also writes a *gate* ``g(c) = σ(w·c + a)``
     that mixes the head's output with the base embedding, ``normalize((1 − g) x + g head(x))``: at ``g = 0`` the
@@ -54,7 +55,7 @@ class ProjectionHeadGenerator(nn.Module):
         in_dim: int = 384,
         out_dim: int = 256,
         cond_dim: int = 64,
-        rank: int = 6,
+        rank: int = 4,
         gated: bool = False,
         query_shift: bool = False,
     ) -> None:
@@ -150,7 +151,9 @@ mix of the base still reordered near-duplicate documents whose scores differ onl
 
 
 @torch.no_grad()
-def calibrate_gate(generator: ProjectionHeadGenerator, conds: torch.Tensor, open_: torch.Tensor, ridge: float = 1e-3):
+def calibrate_gate(
+    generator: ProjectionHeadGenerator, conds: torch.Tensor, open_: torch.Tensor, ridge: float = 1e-3
+) -> None:
     """Fit the gate so that task ``i`` (conditioning ``conds[i]``) gets ``g ≈ 1`` if ``open_[i]`` else ``g ≈ 0``.
 
     Ridge regression of the logits ``±GATE_OPEN_LOGIT`` on the centred conditioning vectors (closed form,

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from sentence_transformers import SentenceTransformer
 
-from .modules import REMOTE_CLASS_REF, HydraHead, rewrite_module_types
+from .modules import REMOTE_CLASS_REF, HydraHead
 
 _OWN_CLASS_REFS = {REMOTE_CLASS_REF, f"{HydraHead.__module__}.HydraHead", "hydra_st.hydra.modules.HydraHead"}
 # what the pipeline writes beside a trained model; carried along when an unchanged loaded model is saved elsewhere
@@ -23,10 +25,18 @@ class Hydra(SentenceTransformer):
     module) or build a fresh one with :meth:`from_base`. Pass the card at encode time. A saved model also loads
     with ``SentenceTransformer(path, trust_remote_code=True)`` through the ``hydra_head.py`` at its root.
 
+    Args:
+        model_name_or_path: A saved Hydra model (a folder, or a Hub id); None builds one from ``modules=[...]``,
+            as :meth:`from_base` does. A model whose last module is not a :class:`HydraHead` is refused.
+        *args: Passed on to ``SentenceTransformer``.
+        **kwargs: Passed on to ``SentenceTransformer`` (``device``, ``modules``, ``cache_folder``, ...); weights are
+            read from safetensors only unless ``model_kwargs={"use_safetensors": False}`` says otherwise.
+
     Example:
-        >>> from hydra_st import Hydra, TaskCard
+        >>> from hydra_st import Hydra
+        >>> from hydra_st.hydra import load_card
+        >>> card = load_card("scifact")  # a bundled card; or TaskCard.load("my_card.yaml"), TaskCard(name=..., ...)
         >>> model = Hydra.from_base()  # doctest: +SKIP
-        >>> card = TaskCard.load("hydra_st/hydra/cards/scifact.yaml")  # doctest: +SKIP
         >>> model.encode_query(["Aspirin prevents heart attacks."], task_card=card).shape  # doctest: +SKIP
         (1, 256)
     """
@@ -169,8 +179,25 @@ class Hydra(SentenceTransformer):
         else:
             write_model_card(self, path, model_name=model_name)
 
-    def save_pretrained(self, path: str, *args: Any, **kwargs: Any) -> None:  # noqa: D102
+    def save_pretrained(self, path: str, *args: Any, **kwargs: Any) -> None:
+        """Alias of :meth:`save` (the transformers-style name), with the same arguments."""
         self.save(path, *args, **kwargs)
+
+
+def rewrite_module_types(root: str | os.PathLike[str]) -> None:
+    """Point ``modules.json`` at the root remote-code class (``hydra_head.HydraHead``), atomically.
+
+    Written as sentence-transformers writes it (``indent=2``, no final newline), so a saved model's
+    ``modules.json`` is byte-for-byte what it always was.
+    """
+    from hydra_st.utils.io import atomic_write_text
+
+    path = Path(root) / "modules.json"
+    entries = json.loads(path.read_text(encoding="utf-8"))
+    for entry in entries:
+        if entry.get("type", "").endswith(".HydraHead"):
+            entry["type"] = REMOTE_CLASS_REF
+    atomic_write_text(path, json.dumps(entries, indent=2))
 
 
 def _copy_companions(source: Path, target: Path) -> None:
@@ -182,7 +209,10 @@ def _copy_companions(source: Path, target: Path) -> None:
         if src.is_file():
             atomic_write_bytes(dst, src.read_bytes())
         elif src.is_dir() and not dst.exists():
-            tmp = dst.with_name(f".{name}.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(src, tmp)
-            os.replace(tmp, dst)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=target))  # unique: saves may overlap
+            try:
+                shutil.copytree(src, tmp, dirs_exist_ok=True)  # also gives tmp the source folder's permissions
+                os.replace(tmp, dst)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,6 @@ class HydraHead(Module):
             :class:`ProjectionHeadGenerator`).
 
     Example:
-        >>> from sentence_transformers import SentenceTransformer
         >>> head = HydraHead(in_dim=384, out_dim=256)
         >>> head.get_embedding_dimension()
         256
@@ -154,6 +154,7 @@ class HydraHead(Module):
         self._head_cache.clear()
 
     def train(self, mode: bool = True) -> HydraHead:
+        """Set training mode (as ``nn.Module.train``); entering it drops the compiled heads, which training changes."""
         if mode:  # eval() runs on every encode call; the version check already guards the cache there
             self.clear_cache()
         return super().train(mode)
@@ -192,6 +193,19 @@ class HydraHead(Module):
     def forward(
         self, features: dict[str, torch.Tensor], task_card: Any = None, task: str | None = None, **kwargs: Any
     ) -> dict[str, torch.Tensor]:
+        """Replace ``features["sentence_embedding"]`` by its image under the head generated from ``task_card``.
+
+        Args:
+            features: The base model's features; ``sentence_embedding`` is ``[batch, in_dim]``.
+            task_card: A TaskCard, a card dict, a bundled card name or a card file (None: ``default_card``, else the
+                generic head).
+            task: ``"query"`` under ``encode_query`` (the query shift applies), ``"document"`` under
+                ``encode_document``; set by sentence-transformers.
+            **kwargs: Other encode keyword arguments (ignored).
+
+        Returns:
+            ``features`` with a normalised ``[batch, out_dim]`` ``sentence_embedding`` of the input's dtype.
+        """
         emb = features["sentence_embedding"]
         if emb.shape[-1] != self.in_dim:
             raise ValueError(
@@ -206,6 +220,7 @@ class HydraHead(Module):
         return features
 
     def get_embedding_dimension(self) -> int:
+        """The output dimension, ``out_dim``."""
         return self.out_dim
 
     def trainable_parameter_count(self) -> int:
@@ -214,6 +229,10 @@ class HydraHead(Module):
 
     # ------------------------------------------------------------------ persistence
     def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
+        """Write ``config.json`` and ``model.safetensors`` to ``output_path``, and the remote code to its parent.
+
+        The other arguments are sentence-transformers' and are ignored: the weights are always safetensors.
+        """
         self.save_config(output_path)
         self.save_torch_weights(output_path, safe_serialization=True)
         write_remote_code(Path(output_path).parent)
@@ -230,6 +249,25 @@ class HydraHead(Module):
         init_defaults: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> HydraHead:
+        """Load a saved head (``config.json`` and ``model.safetensors``; never a pickled file).
+
+        Args:
+            model_name_or_path: The model folder or Hub id.
+            subfolder: The head's folder in it (e.g. ``3_HydraHead``).
+            token: Hub token.
+            cache_folder: Hub cache folder.
+            revision: Hub revision.
+            local_files_only: Do not download.
+            init_defaults: Config values used where the saved config has none.
+            **kwargs: Other sentence-transformers loading arguments (ignored).
+
+        Returns:
+            The head with its saved weights.
+
+        Raises:
+            FileNotFoundError: ``config.json`` or ``model.safetensors`` is missing.
+            ValueError: The config or the weights are damaged, or from another head configuration.
+        """
         hub_kwargs: dict[str, Any] = {
             "subfolder": subfolder,
             "token": token,
@@ -292,18 +330,23 @@ def write_remote_code(root: str | os.PathLike[str]) -> None:
             src = here / target
         dst = root / target
         if src.resolve() != dst.resolve():
-            tmp = dst.with_name(f".{dst.name}.tmp")
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dst)
+            _atomic_copy(src, dst)
 
 
-def rewrite_module_types(root: str | os.PathLike[str]) -> None:
-    """Point ``modules.json`` at the root remote-code class (``hydra_head.HydraHead``)."""
-    path = Path(root) / "modules.json"
-    entries = json.loads(path.read_text(encoding="utf-8"))
-    for entry in entries:
-        if entry.get("type", "").endswith(".HydraHead"):
-            entry["type"] = REMOTE_CLASS_REF
-    tmp = path.with_name(".modules.json.tmp")
-    tmp.write_text(json.dumps(entries, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+def _atomic_copy(src: Path, dst: Path) -> None:
+    """Copy ``src`` over ``dst`` through a uniquely named, fsynced temporary sibling, so that two processes saving
+    into the same folder never write the same temporary file (self-contained: this file is remote code)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out)
+            out.flush()
+            os.fsync(out.fileno())
+        mask = os.umask(0)  # mkstemp makes the file 0600; give it what a plain open() would (0666 & ~umask)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

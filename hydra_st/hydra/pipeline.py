@@ -6,9 +6,11 @@ Used by ``hydra-st quickstart``, ``evaluation/hydra_eval.py`` and the training r
 from __future__ import annotations
 
 import logging
+import shutil
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from .evaluate import (
 )
 from .model import Hydra
 from .preferences import PreferenceConfig, task_preferences
+from .task_card import TaskCard
 from .tasks import QueryEmbeddingCache, TaskData, build_task
 from .trainer import HydraTrainer, TrainingConfig
 
@@ -79,6 +82,145 @@ class PipelineConfig:
             raise ValueError("query_shift_gated=True gates the query shift: set query_shift=True as well")
 
 
+def _coerce_field(value: Any, hint: Any, name: str, source: str) -> Any:
+    """``value`` checked against the type ``hint`` of field ``name``; numeric strings are read as numbers for float
+    fields (YAML 1.1 reads ``1e-3`` as a string), a string for a list of names is split at commas."""
+    where = f"{source}: {name}"
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{where} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ValueError(f"{where} must be a whole number, got {value!r}")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ValueError(f"{where} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError(f"{where} must be a string, got {value!r}")
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Sequence, list, tuple) and args and args[0] is str:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
+            raise ValueError(f"{where} must be a list of names (or one comma-separated string), got {value!r}")
+        return tuple(v.strip() for v in items if v.strip())
+    if origin is dict and args == (str, float):
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ValueError(f"{where} must be a mapping of names to numbers, got {value!r}")
+        return {k: _coerce_field(v, float, f"{name}.{k}", source) for k, v in value.items()}
+    return value  # a type without a check here: the dataclass validates it
+
+
+def config_from_mapping(cls: Any, data: Any, source: str, section: str = "", also_valid: Sequence[str] = ()) -> Any:
+    """Build the config dataclass ``cls`` from a recipe mapping, with one-line errors that name ``source`` (the
+    recipe file) and the field: an unknown key lists the valid keys, a wrong type names the expected one, and a value
+    the dataclass refuses keeps its message. Nested :class:`PreferenceConfig` and :class:`TrainingConfig` sections
+    are read the same way.
+
+    Args:
+        cls: :class:`PipelineConfig`, :class:`PreferenceConfig` or :class:`TrainingConfig`.
+        data: The mapping (``None``: all defaults).
+        source: What to name in errors (the recipe file's path).
+        section: The mapping's key in the recipe (``"training"``), for the errors; empty at the top level.
+        also_valid: Keys the caller handles itself, listed among the valid keys of an unknown-key error.
+
+    Example:
+        >>> config_from_mapping(TrainingConfig, {"learning_rate": "1e-3", "epochs": 2}, "r.yaml").learning_rate
+        0.001
+        >>> config_from_mapping(TrainingConfig, {"epoch": 2}, "r.yaml")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: r.yaml: unknown key 'epoch' in training; valid keys: batch_size, checkpoint_every, epochs, ...
+    """
+    section = section or {TrainingConfig: "training", PreferenceConfig: "preferences"}.get(cls, "")
+    prefix = f"{section}." if section else ""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: {section or 'a recipe'} must be a mapping (key: value lines), got {data!r}")
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in fields(cls) if f.init]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in valid:
+            where = f" in {section}" if section else ""
+            raise ValueError(
+                f"{source}: unknown key {key!r}{where}; valid keys: {', '.join(sorted({*valid, *also_valid}))}"
+            )
+        hint = hints[key]
+        if hint in (PreferenceConfig, TrainingConfig):
+            kwargs[key] = config_from_mapping(hint, value, source, key)
+        else:
+            kwargs[key] = _coerce_field(value, hint, prefix + key, source)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:  # a value out of range (the dataclass's own check)
+        raise ValueError(f"{source}: {section + ': ' if section else ''}{exc}") from None
+
+
+def check_datasets(names: Sequence[str], data_dir: str | Path | None = None) -> Path:
+    """Check that every dataset in ``names`` is under the data dir (a ``corpus.jsonl`` in its folder); return the dir.
+
+    Raises:
+        FileNotFoundError: Some are not; the message names them and the data dir.
+    """
+    from hydra_st.settings import resolve_data_dir
+
+    root = resolve_data_dir(data_dir)
+    missing = [name for name in names if not (root / name / "corpus.jsonl").is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"dataset(s) {missing} not found under {root}; set --data-dir or $HYDRA_ST_DATA_DIR to the folder "
+            "holding BEIR-layout datasets"
+        )
+    return root
+
+
+RUN_OUTPUTS = ("model", "training", "training_summary.json", "hydra_results.json", "hydra_results.md")
+"""What a training run writes in its output dir (:func:`prepare_output_dir` checks for and clears these only)."""
+
+
+def prepare_output_dir(output_dir: str | Path, overwrite: bool = False, resume_from: str | Path | None = None) -> Path:
+    """Make ``output_dir`` ready for a run, never mixing two runs' files.
+
+    An output dir that holds none of :data:`RUN_OUTPUTS` is used as it is, and so is one that ``resume_from``
+    points into (the run it holds carries on). Otherwise the earlier run's outputs are removed first with
+    ``overwrite`` (other files are left alone), and refused without.
+
+    Raises:
+        FileExistsError: ``output_dir`` holds another run's outputs and ``overwrite`` is off.
+    """
+    out = Path(output_dir)
+    found = [name for name in RUN_OUTPUTS if (out / name).exists() or (out / name).is_symlink()]
+    if not found:
+        return out
+    if resume_from is not None and out.resolve() in Path(resume_from).resolve().parents:
+        return out
+    if not overwrite:
+        raise FileExistsError(
+            f"output dir {out} already holds a run ({', '.join(found)}); give a new --output-dir, pass --overwrite "
+            "to delete that run's outputs first, or continue that run with "
+            f"--resume-from {out / 'training'}/checkpoint-<step>"
+        )
+    logger.warning("replacing the earlier run's outputs in %s: %s", out, ", ".join(found))
+    for name in found:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return out
+
+
 def load_tasks(
     names: Sequence[str],
     base: Any,
@@ -87,8 +229,12 @@ def load_tasks(
     n_pseudo: int = 400,
     seed: int = 0,
     show_progress_bar: bool = True,
+    cards: Mapping[str, TaskCard] | None = None,
 ) -> list[TaskData]:
-    """Build :class:`TaskData` for each name (corpus embeddings from the foundation's cache)."""
+    """Build :class:`TaskData` for each name (corpus embeddings from the foundation's cache).
+
+    ``cards`` gives the card of a dataset by name; the others get their bundled card.
+    """
     from tqdm.auto import tqdm
 
     from hydra_st.teachers import DenseTeacher
@@ -97,7 +243,8 @@ def load_tasks(
     qcache = QueryEmbeddingCache(base, teacher.model_fingerprint, cache_dir)
     tasks = []
     for name in tqdm(list(names), desc="hydra tasks", disable=not show_progress_bar):
-        tasks.append(build_task(name, teacher, qcache, data_dir=data_dir, n_pseudo=n_pseudo, seed=seed))
+        card = (cards or {}).get(name)
+        tasks.append(build_task(name, teacher, qcache, card=card, data_dir=data_dir, n_pseudo=n_pseudo, seed=seed))
     return tasks
 
 
@@ -130,6 +277,8 @@ def train_model(
         output_dir=output_dir,
         dev_evaluator=lambda m: dev_gains(m, tasks, base_dev),
         dev_aggregate=lambda g: aggregate_gains(g, config.dev_aggregate),
+        # what else the run depends on, so that a resume from another recipe's checkpoint is refused
+        run_config={k: v for k, v in asdict(config).items() if k not in ("tasks", "training", "loto")},
     )
     summary = trainer.train(resume_from=resume_from)
     if config.gated:  # after state selection: the gate follows each task's dev gain in the kept state
@@ -204,12 +353,17 @@ def run_pipeline(
     data_dir: str | None = None,
     cache_dir: str | None = None,
     show_progress_bar: bool = True,
+    overwrite: bool = True,
 ) -> dict[str, Any]:
-    """Train on all tasks (+ LOTO models), evaluate per task, save the model, results JSON and Markdown."""
+    """Train on all tasks (+ LOTO models), evaluate per task, save the model, results JSON and Markdown.
+
+    An earlier run's outputs in ``output_dir`` (see :func:`prepare_output_dir`) are deleted first, so that none of
+    its files stay mixed with the new run's; ``overwrite=False`` refuses such an ``output_dir`` instead.
+    """
     from hydra_st.hub.offline import load_base_model
 
     t0 = time.perf_counter()
-    output_dir = Path(output_dir)
+    output_dir = prepare_output_dir(output_dir, overwrite=overwrite)
     base = load_base_model()
     tasks = load_tasks(
         config.tasks, base, data_dir, cache_dir, config.n_pseudo, config.training.seed, show_progress_bar
@@ -239,22 +393,80 @@ def run_pipeline(
         "paired_vs_base": paired,
         "timing_s": {"tasks": t_tasks, "train": t_train, "evaluate": t_eval, "total": time.perf_counter() - t0},
     }
-    model_dir = output_dir / "model"
-    model.save(str(model_dir), create_model_card=False)
-    atomic_write_json(
-        model_dir / "hydra_training.json",
-        {k: report[k] for k in ("config", "train_sources")}
-        | {"steps": summary["steps"], "best_dev": summary["best_dev"]},
-    )
-    atomic_write_text(model_dir / "hydra_results.md", md + "\n")
-    from .model_card import measured_limitations, write_model_card
+    from .model_card import measured_limitations
 
     limitations = measured_limitations(results, paired=paired)
-    write_model_card(model, model_dir, model_name="hydra-st/hydra-minilm-l6", limitations=limitations)
-    cards_dir = model_dir / "cards"
-    for t in tasks:
-        t.card.save(cards_dir / f"{t.name}.yaml")
+    save_trained_model(model, output_dir / "model", config, tasks, summary, results_md=md, limitations=limitations)
     atomic_write_json(output_dir / "hydra_results.json", report)
     atomic_write_text(output_dir / "hydra_results.md", md + "\n")
     report["table"] = md
     return report
+
+
+def kept_untrained_note(best_dev: dict[str, Any] | None, config: PipelineConfig) -> str | None:
+    """The flag a results report puts next to its targets when training kept step 0 (None otherwise).
+
+    Example:
+        >>> kept_untrained_note({"score": 0.0, "step": 0}, PipelineConfig())
+        'training kept step 0 (no improvement on dev): Hydra equals the base model'
+        >>> kept_untrained_note({"score": 0.01, "step": 40}, PipelineConfig()) is None
+        True
+    """
+    if not best_dev or best_dev.get("step") != 0:
+        return None
+    note = "training kept step 0 (no improvement on dev): "
+    if config.training.init != "identity":  # the untrained head is W0, a PCA projection: not the base model
+        return note + f"Hydra is its untrained head ({config.training.init}-initialised), not a trained one"
+    if config.query_shift:
+        return note + "Hydra equals the base model apart from the calibrated query shift"
+    return note + "Hydra equals the base model"
+
+
+def save_trained_model(
+    model: Hydra,
+    model_dir: str | Path,
+    config: PipelineConfig,
+    tasks: Sequence[TaskData],
+    summary: dict[str, Any],
+    results_md: str | None = None,
+    evaluation: str | None = None,
+    limitations: str | None = None,
+    model_name: str = "hydra-st/hydra-minilm-l6",
+) -> Path:
+    """Save a trained model with its records: the weights, ``hydra_training.json`` (the recipe, the training
+    sources, the steps, the kept dev state and what model selection left out), ``hydra_results.md`` (with
+    ``results_md``), the model card, and the task cards it was trained on under ``cards/``.
+
+    Args:
+        model: The trained model.
+        model_dir: The folder to save into.
+        config: The pipeline config (recipe) it was trained with.
+        tasks: The tasks it was trained on.
+        summary: The trainer's summary (:meth:`~hydra_st.hydra.trainer.HydraTrainer.summary`).
+        results_md: The evaluation tables (Markdown), for ``hydra_results.md`` and the card's Evaluation section.
+        evaluation: The card's Evaluation section when there is no ``results_md``.
+        limitations: The card's Limitations section (default: a generic paragraph).
+        model_name: The name (and usage path) in the card: the Hub id, so the card names no local folder.
+
+    Returns:
+        ``model_dir``.
+    """
+    from .model_card import write_model_card
+
+    model_dir = Path(model_dir)
+    model.save(str(model_dir), create_model_card=False)
+    record = {
+        "config": asdict(config),
+        "train_sources": {t.name: t.train_source for t in tasks},
+        "steps": summary["steps"],
+        "best_dev": summary["best_dev"],
+    }
+    if summary.get("selection_warnings"):
+        record["selection_warnings"] = summary["selection_warnings"]
+    atomic_write_json(model_dir / "hydra_training.json", record)
+    if results_md is not None:
+        atomic_write_text(model_dir / "hydra_results.md", results_md + "\n")
+    write_model_card(model, model_dir, model_name=model_name, evaluation=evaluation, limitations=limitations)
+    for t in tasks:
+        t.card.save(model_dir / "cards" / f"{t.name}.yaml")
+    return model_dir

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from hydra_st.retrieval import dense_run
 from hydra_st.settings import resolve_cache_dir
 from hydra_st.teachers import reciprocal_rank_fusion
 from hydra_st.teachers.fusion import ranked
 from hydra_st.utils.hashing import fingerprint_texts
 from hydra_st.utils.io import atomic_save_safetensors
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,7 @@ class Preferences:
     confidence: np.ndarray  # [nq, P] in [0, 1]; 0 for padding pairs
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
+        """The four arrays as torch tensors sharing their memory (what the cache file and the trainer hold)."""
         return {
             "candidates": torch.from_numpy(self.candidates),
             "teacher_scores": torch.from_numpy(self.teacher_scores),
@@ -125,20 +130,18 @@ class Preferences:
         }
 
 
+def _fingerprint_arrays(*arrays: np.ndarray | None, digest_size: int = 12) -> str:
+    """Hex digest of float arrays' shapes and float32 values (the embeddings the dense teacher ranks with)."""
+    h = hashlib.blake2b(digest_size=digest_size)
+    for array in arrays:
+        a = np.ascontiguousarray(np.zeros((0,), np.float32) if array is None else array, dtype=np.float32)
+        h.update(repr(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def _rank_of(run_scores: dict[str, float], depth: int) -> dict[str, int]:
     return {d: r for r, d in enumerate(ranked(run_scores)[:depth])}
-
-
-def dense_run(query_emb: np.ndarray, query_ids: list[str], doc_emb: np.ndarray, doc_ids: list[str], top_k: int = 100):
-    """Exact cosine top-k over (normalised) cached embeddings, as a run."""
-    scores = query_emb @ doc_emb.T
-    k = min(top_k, scores.shape[1])
-    idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    run = {}
-    for row, qid in enumerate(query_ids):
-        cols = idx[row]
-        run[qid] = {doc_ids[c]: float(scores[row, c]) for c in cols}
-    return run
 
 
 def build_preferences(
@@ -150,8 +153,19 @@ def build_preferences(
 ) -> Preferences:
     """Turn teacher runs (BM25, dense, ...) into candidates and confidence-weighted pairs.
 
-    ``judged`` (``{query_id: {doc_id: grade}}``, training judgments only) is used when
-    ``config.judged_positives`` is on.
+    Args:
+        query_ids: The training queries, in the order of the returned arrays' rows.
+        runs: One run per teacher, ``{query_id: {doc_id: score}}``; they are fused with RRF.
+        doc_ids: The corpus's document ids; candidates are row indices into it.
+        config: How candidates and pairs are drawn.
+        judged: ``{query_id: {doc_id: grade}}``, training judgments only; used when ``config.judged_positives``
+            is on.
+
+    Returns:
+        The :class:`Preferences`, one row per query in ``query_ids``.
+
+    Raises:
+        ValueError: No runs, or a run names a document that is not in ``doc_ids``.
 
     Example:
         >>> bm25 = {"q": {f"d{i}": 20.0 - i for i in range(20)}}
@@ -176,7 +190,7 @@ def build_preferences(
         order = ranked(fused.get(qid, {}))
         unknown = [d for d in order[:k] if d not in row_of]
         if unknown:
-            raise KeyError(f"teacher run for query {qid!r} names documents not in the corpus, e.g. {unknown[0]!r}")
+            raise ValueError(f"teacher run for query {qid!r} names documents not in the corpus, e.g. {unknown[0]!r}")
         grade = {d: g for d, g in (judged or {}).get(qid, {}).items() if g > 0 and d in row_of} if use_judged else {}
         if len(grade) > config.top_n:  # more judged documents than preferred slots: a topic, not a top; teachers only
             grade = {}
@@ -229,13 +243,18 @@ def task_preferences(
     """Preferences for a task's ``train`` (or ``dev``) queries, cached under ``<cache>/hydra/preferences``.
 
     ``bm25_factory()`` returns an unindexed BM25 teacher (the foundation's ``BM25Teacher``); it is only built
-    on a cache miss.
+    on a cache miss. The cache key covers everything the preferences are made from: the queries, the corpus, the
+    settings, the judgments (with ``judged_positives``) and the base model's embeddings of the corpus and of the
+    queries (the dense teacher), so preferences made with one base model are never reused for another. A cache file
+    that cannot be read is rebuilt, with a warning.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     qs = getattr(task, split)
     corpus_key = fingerprint_texts(task.doc_ids, task.doc_texts)
     key = fingerprint_texts(qs.ids, qs.texts) + corpus_key + config.key()
+    key += _fingerprint_arrays(task.doc_embeddings, qs.embeddings)  # the dense teacher: the base model's vectors
     judged = qs.qrels if config.judged_positives and qs.qrels else None
     if judged is not None:  # the judgments are part of what the preferences are made from
         key += fingerprint_texts(sorted(judged), [repr(sorted(judged[q].items())) for q in sorted(judged)])
@@ -243,14 +262,20 @@ def task_preferences(
     if path.is_file():
         try:
             t = load_file(str(path))
-            return Preferences(
+            prefs = Preferences(
                 list(qs.ids),
                 t["candidates"].numpy(),
                 t["teacher_scores"].numpy(),
                 t["pairs"].numpy(),
                 t["confidence"].numpy(),
             )
-        except Exception:  # a damaged cache file is rebuilt
+            shapes = [a.shape for a in (prefs.candidates, prefs.teacher_scores, prefs.pairs, prefs.confidence)]
+            nq, k, p = len(qs.ids), config.candidates, config.pairs_per_query
+            if shapes != [(nq, k), (nq, k), (nq, p, 2), (nq, p)]:
+                raise ValueError(f"arrays of shapes {shapes}, expected {[(nq, k), (nq, k), (nq, p, 2), (nq, p)]}")
+            return prefs
+        except (SafetensorError, KeyError, OSError, ValueError) as exc:  # a damaged cache file is rebuilt
+            logger.warning("preference cache %s is unreadable (%s: %s); rebuilding it", path, type(exc).__name__, exc)
             path.unlink(missing_ok=True)
     bm25 = bm25_factory().index(task.doc_ids, task.doc_texts)
     bm25_run = bm25.search(qs.as_dict(), top_k=config.depth)

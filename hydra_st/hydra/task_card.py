@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .card_encoder import card_fingerprint, card_view_texts, render_card
+from .card_encoder import card_fingerprint, render_card
 
 MAX_NAME_CHARS = 64
 MAX_DESCRIPTION_CHARS = 2000
@@ -139,10 +139,6 @@ class TaskCard:
     def render(self) -> str:
         """Render the card to one text, deterministically (same card → same bytes)."""
         return render_card(self.to_dict())
-
-    def render_views(self) -> dict[str, list[str]]:
-        """The texts the card encoder embeds, per view (whole card, summary, example queries, example docs)."""
-        return card_view_texts(self.to_dict())
 
     @property
     def fingerprint(self) -> str:

@@ -13,7 +13,9 @@ For each task (a dataset under the data dir) this assembles:
 * base-model embeddings of the corpus (the foundation's :class:`~hydra_st.teachers.DenseTeacher` cache) and of
   the queries (cached here under ``<cache>/hydra/queries``).
 
-Training never reads ``qrels/test.tsv``.
+Training uses no test query and no test judgment: the preferences and the trainer read only the ``train`` and
+``dev`` query sets. ``qrels/test.tsv`` is read by :func:`build_task` only with ``with_test=True`` (the default), to
+fill the ``test`` query set for the evaluation step and to check that no training query is a test query.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ from .task_card import TaskCard
 
 logger = logging.getLogger(__name__)
 
+DEV_FRACTION = 0.1
+"""Share of a train split's queries held out for early stopping when the dataset has no dev split (scifact)."""
+
 
 @dataclass
 class QuerySet:
@@ -55,6 +60,7 @@ class QuerySet:
         return len(self.ids)
 
     def as_dict(self) -> dict[str, str]:
+        """``{query_id: text}``, in query order (the form the BM25 teacher searches)."""
         return dict(zip(self.ids, self.texts, strict=True))
 
 
@@ -101,16 +107,31 @@ class QueryEmbeddingCache:
         self.root = resolve_cache_dir(cache_dir) / "hydra" / "queries" / model_fingerprint
 
     def encode(self, ids: list[str], texts: list[str]) -> np.ndarray:
+        """Normalised base-model embeddings of the queries ``texts`` (``[len(ids), dim]`` float32), from the cache.
+
+        Args:
+            ids: Query ids, aligned with ``texts`` (they and the texts key the cache file).
+            texts: Query texts.
+
+        Returns:
+            The embeddings, row ``i`` for ``texts[i]``. A cache file that cannot be read, or that holds other than
+            one finite float32 row per query, is re-encoded and rewritten, with a warning.
+        """
         if not ids:
             return np.zeros((0, self.model.get_embedding_dimension()), dtype=np.float32)
         path = self.root / f"{fingerprint_texts(ids, texts)}.npy"
         if path.is_file():
             try:
                 emb = load_numpy(path)
-                if emb.shape[0] == len(ids):
-                    return emb
+                if emb.ndim != 2 or emb.shape[0] != len(ids) or emb.dtype != np.float32:
+                    raise ValueError(
+                        f"{path}: holds a {emb.dtype} array of shape {emb.shape}, expected float32 [{len(ids)}, dim]"
+                    )
+                if not np.isfinite(emb).all():
+                    raise ValueError(f"{path}: holds non-finite values")
+                return emb
             except ValueError as exc:
-                logger.warning("%s; re-encoding", exc)
+                logger.warning("query embedding cache unusable (%s); re-encoding the queries", exc)
         emb = self.model.encode_query(
             texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=len(ids) > 500
         ).astype(np.float32)
@@ -125,7 +146,6 @@ def build_task(
     card: TaskCard | None = None,
     data_dir: str | Path | None = None,
     n_pseudo: int = 400,
-    dev_fraction: float = 0.1,
     seed: int = 0,
     with_test: bool = True,
 ) -> TaskData:
@@ -138,9 +158,12 @@ def build_task(
         card: The task's card (default: the bundled card of that name).
         data_dir: Data dir (default: ``$HYDRA_ST_DATA_DIR``).
         n_pseudo: Pseudo-queries per task without a train split (a further 25% are made for dev).
-        dev_fraction: Share of scifact's train queries held out for early stopping.
-        seed: Seed of the deterministic splits.
-        with_test: Load the test split (evaluation only; training code passes False).
+        seed: Seed of the deterministic splits (and of the pseudo-queries).
+        with_test: Load the test split and its qrels, for the evaluation step and for the check that no training
+            query is a test query; ``False`` reads no test data at all (the ``test`` query set stays empty).
+
+    Returns:
+        The task's :class:`TaskData`.
     """
     from .cards import load_card
 
@@ -159,12 +182,12 @@ def build_task(
         else:
             train_q, dev_q = {}, {}
             for qid, q in judged.items():
-                (dev_q if stable_fraction(qid, seed) < dev_fraction else train_q)[qid] = q.text
+                (dev_q if stable_fraction(qid, seed) < DEV_FRACTION else train_q)[qid] = q.text
             dev_qrels = {q: train_ds.qrels[q] for q in dev_q}
         train_qrels = {q: train_ds.qrels[q] for q in train_q if q in train_ds.qrels}
         source = "train split"
     else:
-        # the corpus alone: training never opens qrels/test.tsv
+        # the corpus alone (no train split): the training and dev queries are pseudo-queries made from it
         corpus = load_dataset_corpus(name, data_dir, download=False)
         base_ds = RetrievalDataset(name=name, split="corpus", corpus=corpus, queries={})
         pq, src = pseudo_queries(base_ds, n_pseudo + n_pseudo // 4, seed=seed)

@@ -5,7 +5,8 @@ only the card encoder's projection and the head generator are trained. Each step
 training queries and their teacher candidates, generates that task's head from its card (with view dropout, so
 the hypernet learns to work from partial cards), and applies :class:`~hydra_st.hydra.losses.HydraLoss`.
 Batches are dealt round-robin to processes (``torchrun --nproc_per_node N``); gradients are averaged by
-accelerate's DDP wrapper. Checkpoints are safetensors (head weights and flattened AdamW state) plus JSON.
+accelerate's DDP wrapper. Checkpoints (:mod:`hydra_st.hydra.checkpoints`) are safetensors plus JSON, so a resumed
+run ends with the uninterrupted run's weights.
 """
 
 from __future__ import annotations
@@ -23,13 +24,22 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from hydra_st.utils.io import atomic_save_safetensors, atomic_write_json, atomic_write_text
+from hydra_st.utils.io import atomic_write_text
 
+from .checkpoints import load_checkpoint, restore_step_state, save_checkpoint
 from .generator import apply_head, calibrate_gate
 from .losses import HydraLoss, ScoreBatch
 from .preferences import Preferences
 
 logger = logging.getLogger(__name__)
+
+
+_ZERO_MEANS = {
+    "eval_every": "once per epoch",
+    "patience": "never stop early",
+    "checkpoint_every": "only checkpoint-final",
+    "max_queries_per_task": "all",
+}
 
 
 @dataclass
@@ -44,12 +54,17 @@ class TrainingConfig:
         loss_weights: Weights of the loss terms (see :class:`HydraLoss`).
         view_dropout: Probability of zeroing each card view during training.
         init: ``"pca"`` (W0 = principal directions of the training corpora, centred) or ``"identity"``.
-        eval_every: Steps between dev evaluations (0: once per epoch).
+        eval_every: Steps between dev evaluations (0: once per epoch). Only evaluated states compete in model
+            selection (the untrained state at step 0 too): the steps after the last multiple of ``eval_every`` are
+            trained but not kept, unless ``eval_final`` is on (the trainer warns, and says so in its summary).
         patience: Dev evaluations without improvement before stopping (0: never stop early).
         seed: Seed of batch order and dropout.
         checkpoint_every: Steps between checkpoints (0: only at the end).
         max_queries_per_task: Training queries drawn per task per epoch (0: all); balances tasks and time.
         show_progress_bar: Show a tqdm bar.
+        eval_final: Also evaluate the last step's state on dev when it is not an ``eval_every`` step, so that it
+            competes in model selection too. Off by default (the published models were selected without it); a
+            config saved before this option existed loads with it off.
 
     Example:
         >>> config = TrainingConfig(epochs=2, init="identity")
@@ -74,12 +89,18 @@ class TrainingConfig:
     checkpoint_every: int = 0
     max_queries_per_task: int = 400
     show_progress_bar: bool = True
+    eval_final: bool = False
 
     def __post_init__(self) -> None:
         if self.init not in ("pca", "identity"):
             raise ValueError(f"TrainingConfig.init must be 'pca' or 'identity', got {self.init!r}")
         if self.epochs < 1 or self.batch_size < 1 or not self.learning_rate > 0:
             raise ValueError("epochs and batch_size must be >= 1 and learning_rate > 0")
+        for name in ("eval_every", "patience", "checkpoint_every", "max_queries_per_task"):
+            if getattr(self, name) < 0:
+                raise ValueError(
+                    f"TrainingConfig.{name} must be >= 0 (0: {_ZERO_MEANS[name]}), got {getattr(self, name)}"
+                )
         if not 0 <= self.view_dropout < 1:
             raise ValueError(f"view_dropout must be in [0, 1), got {self.view_dropout}")
         HydraLoss(self.loss_weights)  # validates the names and weights
@@ -126,10 +147,39 @@ class HydraTrainer:
         dev_evaluator: ``fn(model) -> float`` (or ``-> {task: score}``) called on the dev queries; the best
             state is kept.
         dev_aggregate: Turns a dict returned by ``dev_evaluator`` into the selection score (default: mean).
+        run_config: JSON-ready settings outside ``config`` that the run depends on (``train_model`` passes the
+            pipeline config: head shape, preferences, dev aggregate). Saved with each checkpoint; a resume from a
+            checkpoint saved with other settings (or another ``config``, other tasks or cards, another number of
+            processes) is refused.
 
     Example:
-        >>> trainer = HydraTrainer(model, tasks, prefs, TrainingConfig(epochs=1))  # doctest: +SKIP
-        >>> trainer.train()  # doctest: +SKIP
+        A tiny base model (16-d static word embeddings, nothing downloaded) and one synthetic task whose 16 training
+        queries each lie on their own document; the preferences come from the dense ranking alone:
+
+        >>> import numpy as np
+        >>> from sentence_transformers import SentenceTransformer
+        >>> from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+        >>> from tokenizers import Tokenizer, models, pre_tokenizers
+        >>> from hydra_st.hydra import Hydra, PreferenceConfig, TaskCard, build_preferences
+        >>> from hydra_st.hydra.tasks import QuerySet, TaskData
+        >>> tok = Tokenizer(models.WordLevel({"[UNK]": 0, "cats": 1, "dogs": 2}, unk_token="[UNK]"))
+        >>> tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        >>> base = SentenceTransformer(modules=[StaticEmbedding(tok, embedding_dim=16)], device="cpu")
+        >>> model = Hydra.from_base(base, out_dim=8, cond_dim=4, rank=2, hidden_dim=8)
+        >>> docs = np.random.default_rng(0).normal(size=(40, 16)).astype("float32")
+        >>> docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+        >>> doc_ids, qids, queries = [f"d{i}" for i in range(40)], [f"q{i}" for i in range(16)], docs[:16]
+        >>> card = TaskCard(name="toy", description="Find documents about cats and dogs.")
+        >>> train = QuerySet(qids, ["cats"] * 16, queries)
+        >>> task = TaskData("toy", card, doc_ids, ["dogs"] * 40, docs, train, QuerySet([], []), QuerySet([], []))
+        >>> dense = {q: dict(zip(doc_ids, map(float, row))) for q, row in zip(qids, queries @ docs.T)}
+        >>> pairs = PreferenceConfig(candidates=20, pairs_per_query=4)
+        >>> prefs = {"toy": build_preferences(qids, [dense], doc_ids, pairs)}
+        >>> config = TrainingConfig(epochs=1, batch_size=8, init="identity", show_progress_bar=False)
+        >>> HydraTrainer(model, [task], prefs, config).train()["steps"]  # 16 queries in batches of 8
+        2
+        >>> model.encode_query(["cats"], task_card=card).shape
+        (1, 8)
     """
 
     def __init__(
@@ -141,6 +191,7 @@ class HydraTrainer:
         output_dir: str | Path | None = None,
         dev_evaluator: Any = None,
         dev_aggregate: Any = None,
+        run_config: dict[str, Any] | None = None,
     ) -> None:
         self.model = model
         self.head = model.head
@@ -155,11 +206,16 @@ class HydraTrainer:
             raise ValueError("HydraTrainer needs at least one task")
         self.tasks = [self._tensors(t, preferences[t.name]) for t in tasks]
         self.task_meta = [{"name": t.name, "train_queries": len(t.train), "source": t.train_source} for t in tasks]
+        self._card_fingerprints = [t.card.fingerprint for t in tasks]
+        self.run_config = run_config
         self.loss_fn = HydraLoss(self.config.loss_weights)
         self.global_step = 0
         self.history: list[dict[str, Any]] = []
         self.best: tuple[float, int, dict[str, torch.Tensor]] | None = None
         self.best_dev_per_task: dict[str, float] | None = None  # the per-task dev result of the kept state
+        self._resumed_step_state: tuple[torch.Tensor | None, dict[str, Any] | None] = (None, None)
+        self._eval_every = 0  # the dev evaluation interval of the last train() (config.eval_every, or one epoch)
+        self._log_path: Path | None = None  # loss_log.jsonl while training (main process, with an output dir)
 
     def _tensors(self, task: Any, prefs: Preferences) -> _TaskTensors:
         if list(prefs.query_ids) != list(task.train.ids):
@@ -233,7 +289,20 @@ class HydraTrainer:
 
     # ------------------------------------------------------------------ training
     def train(self, resume_from: str | Path | None = None) -> dict[str, Any]:
-        """Run training; returns a summary (steps, final losses, best dev score)."""
+        """Run training; returns a summary (steps, final losses, best dev score).
+
+        Args:
+            resume_from: A checkpoint folder (``checkpoint-<step>`` or ``checkpoint-final``) written by this run's
+                recipe: the same :class:`TrainingConfig` (up to
+                :data:`~hydra_st.hydra.checkpoints.RUN_INDEPENDENT_FIELDS`), tasks, cards and number of processes.
+                The resumed run computes what the uninterrupted run computes from that step on: the same losses,
+                dev history, model selection and weights.
+
+        Raises:
+            ~hydra_st.hydra.checkpoints.CheckpointError: (a ``ValueError``) ``resume_from`` was written by another
+                run (the message names what differs), does not match the head, or is corrupt.
+            FileNotFoundError: ``resume_from`` is not a checkpoint folder.
+        """
         from accelerate import Accelerator
 
         accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -250,7 +319,7 @@ class HydraTrainer:
             p.requires_grad_(False)
         optimizer = torch.optim.AdamW(trainable, lr=self.config.learning_rate, weight_decay=self.config.weight_decay)
         if resume_from is not None:
-            self._load_checkpoint(Path(resume_from), optimizer)
+            load_checkpoint(self, Path(resume_from), optimizer, accelerator.num_processes)
         fn, optimizer = accelerator.prepare(fn, optimizer)
         self.head.train()
         world, rank = accelerator.num_processes, accelerator.process_index
@@ -263,13 +332,24 @@ class HydraTrainer:
             desc="hydra train",
             disable=not (self.config.show_progress_bar and accelerator.is_main_process),
         )
-        gen = torch.Generator().manual_seed(self.config.seed + 17 * rank)
-        eval_every = self.config.eval_every or per_epoch
+        gen = torch.Generator().manual_seed(self.config.seed + 17 * rank)  # the view-dropout masks
+        if resume_from is not None:  # carry on with the masks the uninterrupted run would draw (and its fp16 scale)
+            restore_step_state(self, Path(resume_from), gen, accelerator)
+        eval_every = self.config.eval_every or max(1, per_epoch)
+        self._eval_every = eval_every
+        self._start_log(accelerator.is_main_process)
         stale = self._stale_dev_evaluations()
-        if self.dev_evaluator is not None and self.global_step == 0:
-            self._dev_step()  # the starting point competes too: training never ends below it on dev
-        stop = False
+        # the starting point competes too (training never ends below it on dev). On a resume, a checkpoint written
+        # on an eval step before its dev evaluation (by hydra_st before the checkpoint moved after it) gets it now.
+        if self._dev_due(eval_every):
+            if self._dev_step():
+                stale = 0
+            elif self.global_step > 0:
+                stale += 1
+        stop = self._patience_spent(stale)  # a run resumed from where early stopping ended it trains no further
         for epoch in range(start_epoch, self.config.epochs):
+            if stop:
+                break
             batches = self._epoch_batches(epoch)[rank::world][:per_epoch]
             skip = self.global_step - epoch * per_epoch
             for bi, (ti, rows) in enumerate(batches):
@@ -288,29 +368,61 @@ class HydraTrainer:
                     "loss": float(loss.detach()),
                     **parts,
                 }
-                self.history.append(record)
+                self._record(record)
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", task=record["task"])
-                if self.config.checkpoint_every and self.global_step % self.config.checkpoint_every == 0:
-                    self._save_checkpoint(accelerator, optimizer, epoch)
                 if self.dev_evaluator is not None and self.global_step % eval_every == 0:
                     if self._dev_step():
                         stale = 0
                     else:
                         stale += 1
-                        if self.config.patience and stale >= self.config.patience:
-                            stop = True
-                            break
-            if stop:
-                break
+                        stop = self._patience_spent(stale)
+                # after the dev step: a run resumed from this checkpoint starts with this step's dev result
+                if self.config.checkpoint_every and self.global_step % self.config.checkpoint_every == 0:
+                    save_checkpoint(self, accelerator, optimizer, epoch, gen)
+                if stop:
+                    break
         bar.close()
-        if self.output_dir is not None and accelerator.is_main_process:
-            self._save_checkpoint(accelerator, optimizer, self.config.epochs, final=True)
+        if self.config.eval_final and self.dev_evaluator is not None and not self._evaluated(self.global_step):
+            self._dev_step()  # the last step's state competes too
+        if accelerator.is_main_process:
+            for warning in self.selection_warnings():
+                logger.warning("%s", warning)
+        if self.output_dir is not None:  # every process takes part (their generator states are gathered)
+            save_checkpoint(self, accelerator, optimizer, self.config.epochs, gen, final=True)
+        self._log_path = None
         if self.best is not None:
             self.head.load_state_dict(self.best[2])
         self.head.eval()
         self.head.clear_cache()
         return self.summary()
+
+    def _evaluated(self, step: int) -> bool:
+        """Whether the dev history holds an evaluation of step ``step``."""
+        return any("dev" in h and h["step"] == step for h in self.history)
+
+    def _dev_due(self, eval_every: int) -> bool:
+        """Whether the current step is an eval step (step 0 included) that has no dev evaluation yet."""
+        if self.dev_evaluator is None or self.global_step % eval_every:
+            return False
+        return not self._evaluated(self.global_step)
+
+    def _patience_spent(self, stale: int) -> bool:
+        return bool(self.config.patience) and stale >= self.config.patience
+
+    def _start_log(self, main_process: bool) -> None:
+        """Start ``loss_log.jsonl`` (main process, with an output dir): the history so far (a resumed run's
+        restored one), then one line per step and per dev evaluation as they happen."""
+        self._log_path = self.output_dir / "loss_log.jsonl" if self.output_dir is not None and main_process else None
+        if self._log_path is not None:
+            atomic_write_text(self._log_path, "".join(json.dumps(h) + "\n" for h in self.history))
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        """Add ``entry`` to the history and append it to ``loss_log.jsonl``."""
+        self.history.append(entry)
+        if self._log_path is not None:
+            with self._log_path.open("a", encoding="utf-8") as log:
+                log.write(json.dumps(entry) + "\n")
 
     def _dev_step(self) -> bool:
         self.head.eval()
@@ -318,28 +430,68 @@ class HydraTrainer:
         per_task = dict(result) if isinstance(result, dict) else None
         score = float(self.dev_aggregate(per_task)) if per_task is not None else float(result)
         self.head.train()
-        self.history.append(
-            {"step": self.global_step, "dev": score, **({"dev_per_task": per_task} if per_task else {})}
-        )
+        self._record({"step": self.global_step, "dev": score, **({"dev_per_task": per_task} if per_task else {})})
         if self.best is None or score > self.best[0]:
             self.best = (score, self.global_step, copy.deepcopy(self.head.state_dict()))
             self.best_dev_per_task = per_task
             return True
         return False
 
+    def selection_warnings(self) -> list[str]:
+        """What model selection left out, in words (empty when nothing): the steps trained after the last dev
+        evaluation, which never competed, and a kept state that is the untrained one (step 0)."""
+        if self.best is None:  # no dev evaluation: the last step's state is kept
+            return []
+        warnings = []
+        every = self._eval_every or self.config.eval_every
+        last = max(h["step"] for h in self.history if "dev" in h)
+        if self.global_step > last:
+            why = (
+                f"eval_every ({every}) is more than the {self.global_step} steps trained"
+                if every > self.global_step
+                else f"{self.global_step} is not a multiple of eval_every ({every})"
+            )
+            span = (
+                f"step {self.global_step} was"
+                if last + 1 == self.global_step
+                else f"steps {last + 1}-{self.global_step} were"
+            )
+            warnings.append(
+                f"{span} trained but never evaluated on dev ({why}), so model selection did not consider "
+                f"{'it' if last + 1 == self.global_step else 'them'} and discarded "
+                f"{'it' if last + 1 == self.global_step else 'them'}: the kept state is step {self.best[1]}'s. Set "
+                f"training.eval_every to a divisor of {self.global_step}, or training.eval_final: true to evaluate "
+                "the last step's state too"
+            )
+        if self.best[1] == 0 and self.global_step > 0:
+            base = self.config.init == "identity" and self.head.generator.out_dim == self.head.in_dim
+            warnings.append(
+                f"training kept step 0 (no improvement on dev over the untrained state in {self.global_step} steps): "
+                "the saved head is the untrained one"
+                + (" (init: identity, so the model equals the base model)" if base else "")
+                + f". Evaluate more often (training.eval_every, now {every}) or change the training (epochs, "
+                "learning_rate)"
+            )
+        return warnings
+
     @torch.no_grad()
-    def calibrate_gate(self, dev_gains: dict[str, float], min_gain: float = 0.0) -> dict[str, float]:
-        """Open the fallback gate for tasks whose dev gain over the base exceeds ``min_gain``, close it for the rest.
+    def calibrate_gate(self, dev_gains: dict[str, float]) -> dict[str, float]:
+        """Open the fallback gate for tasks whose dev gain over the base is positive, close it for the rest.
 
         Tasks missing from ``dev_gains`` (no dev queries) are closed: without evidence, the base model is kept.
-        Returns the calibrated gate value per task.
+
+        Args:
+            dev_gains: Dev nDCG@10 gain over the base model per task name (``hydra_st.hydra.evaluate.dev_gains``).
+
+        Returns:
+            The calibrated gate value per task (about 1: the trained head; about 0: the base model).
         """
         if not self.head.generator.gated:
             raise ValueError("calibrate_gate needs a gated head: build it with Hydra.from_base(..., gated=True)")
         encoder = self.head.card_encoder
         device = self.head.generator.base_weight.device
         conds = torch.stack([encoder.condition(t.card_features.to(device)) for t in self.tasks])
-        open_ = torch.tensor([dev_gains.get(t.name, float("-inf")) > min_gain for t in self.tasks])
+        open_ = torch.tensor([dev_gains.get(t.name, float("-inf")) > 0.0 for t in self.tasks])
         calibrate_gate(self.head.generator, conds.cpu().float(), open_)
         self.head.clear_cache()
         gates = {t.name: float(self.head.generator(c)["gate"]) for t, c in zip(self.tasks, conds, strict=True)}
@@ -347,6 +499,10 @@ class HydraTrainer:
         return gates
 
     def summary(self) -> dict[str, Any]:
+        """What the run did, JSON-ready: steps, config, tasks, the mean loss of the last 50 steps, the kept dev state
+        (``best_dev``: score and step) with the dev history and what selection left out (``selection_warnings``,
+        see :meth:`selection_warnings`), parameter counts, and the calibrated gates with the dev gains they were
+        calibrated on (None before :meth:`calibrate_gate`)."""
         losses = [h for h in self.history if "loss" in h]
         last = losses[-50:]
         return {
@@ -356,79 +512,13 @@ class HydraTrainer:
             "final_loss": float(np.mean([h["loss"] for h in last])) if last else math.nan,
             "best_dev": None if self.best is None else {"score": self.best[0], "step": self.best[1]},
             "dev_history": [h for h in self.history if "dev" in h],
+            "selection_warnings": self.selection_warnings(),
             "trainable_parameters": self.head.trainable_parameter_count(),
             "generated_parameters_per_head": self.head.generator.generated_parameter_count(),
             "gates": next((h["gates"] for h in reversed(self.history) if "gates" in h), None),
             # the per-task dev gains the gates were calibrated on (why each gate is open or closed)
             "gated_dev_gains": next((h["gate_dev_gains"] for h in reversed(self.history) if "gates" in h), None),
         }
-
-    # ------------------------------------------------------------------ checkpoints
-    def _save_checkpoint(self, accelerator: Any, optimizer: Any, epoch: int, final: bool = False) -> None:
-        if self.output_dir is None or not accelerator.is_main_process:
-            return
-        ckpt = self.output_dir / ("checkpoint-final" if final else f"checkpoint-{self.global_step}")
-        state = {f"head.{k}": v.detach().cpu() for k, v in self.head.state_dict().items()}
-        if self.best is not None:  # the kept state, so a resumed run ends on the same model selection
-            state.update({f"best.{k}": v.detach().cpu() for k, v in self.best[2].items()})
-        opt_state = optimizer.state_dict()
-        for pid, pstate in opt_state["state"].items():
-            for key, value in pstate.items():
-                state[f"optim.{pid}.{key}"] = (
-                    torch.as_tensor(value).detach().cpu().reshape(-1) if key == "step" else value.detach().cpu()
-                )
-        atomic_save_safetensors(ckpt / "training_state.safetensors", state)
-        atomic_write_json(
-            ckpt / "trainer_state.json",
-            {
-                "global_step": self.global_step,
-                "epoch": epoch,
-                "config": asdict(self.config),
-                "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in opt_state["param_groups"]],
-                "best": None if self.best is None else {"score": self.best[0], "step": self.best[1]},
-                "best_dev_per_task": self.best_dev_per_task,
-                "history": self.history,
-            },
-        )
-        log = "\n".join(json.dumps(h) for h in self.history) + "\n"
-        atomic_write_text(self.output_dir / "loss_log.jsonl", log)
-
-    def _load_checkpoint(self, path: Path, optimizer: torch.optim.Optimizer) -> None:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        st_path, js_path = path / "training_state.safetensors", path / "trainer_state.json"
-        if not st_path.is_file() or not js_path.is_file():
-            raise FileNotFoundError(
-                f"{path} is not a Hydra checkpoint (needs training_state.safetensors and trainer_state.json)"
-            )
-        try:
-            state = load_file(str(st_path))
-            meta = json.loads(js_path.read_text(encoding="utf-8"))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ValueError(
-                f"checkpoint {path} is corrupt ({exc}); resume from an earlier checkpoint or start over"
-            ) from exc
-        head_state = {k[5:]: v for k, v in state.items() if k.startswith("head.")}
-        try:
-            self.head.load_state_dict(head_state)
-        except RuntimeError as exc:
-            raise ValueError(f"checkpoint {path} does not match this model's head ({exc})") from exc
-        opt_state = optimizer.state_dict()
-        for pid in range(len(opt_state["param_groups"][0]["params"])):
-            keys = {k.split(".", 2)[2]: v for k, v in state.items() if k.startswith(f"optim.{pid}.")}
-            if keys:
-                if "step" in keys:
-                    keys["step"] = keys["step"].reshape(())
-                opt_state["state"][pid] = keys
-        optimizer.load_state_dict(opt_state)
-        self.global_step = int(meta["global_step"])
-        # checkpoints from before the best state was stored resume without it (the dev history starts afresh)
-        self.history = list(meta.get("history", []))
-        best_state = {k[5:]: v for k, v in state.items() if k.startswith("best.")}
-        if meta.get("best") is not None and best_state:
-            self.best = (float(meta["best"]["score"]), int(meta["best"]["step"]), best_state)
-            self.best_dev_per_task = meta.get("best_dev_per_task")
 
     def _stale_dev_evaluations(self) -> int:
         """Dev evaluations since the best one (early stopping's count; non-zero only after a resume)."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from hydra_st.hydra import TaskCard
-from hydra_st.hydra.preferences import PreferenceConfig, build_preferences, dense_run
+from hydra_st.hydra.preferences import PreferenceConfig, build_preferences
 from hydra_st.hydra.tasks import QuerySet, TaskData
+from hydra_st.retrieval import dense_run
 
 
 def _unit(x):

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hydra_st.hydra import ProjectionHeadGenerator, TaskCardEncoder
+from hydra_st.hydra import HydraHead, ProjectionHeadGenerator, TaskCardEncoder
 from hydra_st.hydra.generator import apply_head
 from hydra_st.hydra.losses import (
     HydraLoss,
@@ -18,10 +18,13 @@ from hydra_st.hydra.losses import (
 
 def test_default_sizes_match_the_spec():
     gen = ProjectionHeadGenerator()
-    assert gen.generated_parameter_count() == 384 * 256 + 3 * 256
+    assert gen.generated_parameter_count() == 384 * 256 + 3 * 256 == 99_072
     enc = TaskCardEncoder()
-    total = sum(p.numel() for p in gen.parameters()) + sum(p.numel() for p in enc.parameters())
-    assert 400_000 < total < 650_000
+    # the figures the generator's docstring states; its defaults are HydraHead's and Hydra.from_base's (rank 4)
+    assert gen.rank == HydraHead().rank == 4
+    assert sum(p.numel() for p in gen.parameters()) == 314_880
+    assert sum(p.numel() for p in ProjectionHeadGenerator(rank=6).parameters()) == 398_080
+    assert sum(p.numel() for p in enc.parameters()) == 204_992
 
 
 def test_fresh_generator_is_card_independent_and_pca_init_is_orthonormal():

@@ -162,3 +162,39 @@ def test_published_model_carries_the_current_remote_code():
     published = root / "models" / "hydra-minilm-l6"
     for copied, source in REMOTE_FILES.items():  # what Hydra.save writes beside the weights
         assert (published / copied).read_text() == (package / source).read_text(), f"re-save or copy {copied}"
+
+
+def test_saves_use_their_own_temporary_files(tiny_hydra, tmp_path):
+    """Another save's temporary files in the same folder (fixed names before) are neither written nor removed."""
+    import os
+
+    source = tmp_path / "src"
+    tiny_hydra.save(str(source))
+    (source / "cards").mkdir()
+    (source / "cards" / "toy.yaml").write_text("name: toy\n", encoding="utf-8")
+    loaded = Hydra(str(source))
+    target = tmp_path / "dst"
+    target.mkdir()
+    # another process's in-flight temporary files, under the names the old code used
+    for name in (".hydra_head.py.tmp", ".card_encoder.py.tmp", ".generator.py.tmp", ".modules.json.tmp"):
+        (target / name).mkdir()
+    (target / ".cards.tmp").mkdir()
+    (target / ".cards.tmp" / "other.yaml").write_text("another save's copy", encoding="utf-8")
+    loaded.save(str(target))  # unchanged head: the companion folder cards/ is copied along
+    assert (target / "cards" / "toy.yaml").read_text(encoding="utf-8") == "name: toy\n"
+    assert (target / ".cards.tmp" / "other.yaml").read_text(encoding="utf-8") == "another save's copy"
+    assert json.loads((target / "modules.json").read_text())[-1]["type"] == "hydra_head.HydraHead"
+    assert (target / "modules.json").read_bytes() == (source / "modules.json").read_bytes()
+    assert not (target / "modules.json").read_bytes().endswith(b"\n")  # as sentence-transformers writes it
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("hydra_head.py", "card_encoder.py", "generator.py", "modules.json"):
+        assert (target / name).stat().st_mode & 0o777 == 0o666 & ~mask, name  # not mkstemp's 0600
+    left = sorted(p.name for p in target.iterdir() if p.name.startswith("."))
+    assert left == [
+        ".card_encoder.py.tmp",
+        ".cards.tmp",
+        ".generator.py.tmp",
+        ".hydra_head.py.tmp",
+        ".modules.json.tmp",
+    ]

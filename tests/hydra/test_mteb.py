@@ -11,7 +11,7 @@ import pytest
 from hydra_st.data import load_beir_folder
 from hydra_st.evaluation import evaluate_run
 from hydra_st.hydra import TaskCard
-from hydra_st.hydra.preferences import dense_run
+from hydra_st.retrieval import dense_run
 
 mteb = pytest.importorskip("mteb")
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from hydra_st.data.pseudo_queries import pseudo_query
-from hydra_st.hydra.preferences import PreferenceConfig, build_preferences, dense_run
+from hydra_st.hydra.preferences import PreferenceConfig, build_preferences
+from hydra_st.retrieval import dense_run
 from tests.hydra.synthetic import make_task
 
 DOCS = [f"d{i}" for i in range(60)]
@@ -86,7 +87,7 @@ def test_random_mode_and_bad_configs():
         PreferenceConfig(pairs_per_query=0)
     with pytest.raises(ValueError, match="at least one"):
         build_preferences(["q0"], [], DOCS)
-    with pytest.raises(KeyError, match="not in the corpus"):
+    with pytest.raises(ValueError, match="not in the corpus"):  # bad user data: a ValueError, not a KeyError
         build_preferences(["q0"], [bm25], DOCS[:10])
 
 
@@ -130,3 +131,65 @@ def test_task_preferences_read_train_judgments_only_when_asked(tmp_path):
     assert len(list((tmp_path / "hydra" / "preferences").glob("*.safetensors"))) == 2  # cached apart
     again = task_preferences(task, DenseAsLexical, judged_config, tmp_path)
     assert np.array_equal(again.pairs, judged.pairs) and np.array_equal(again.confidence, judged.confidence)
+
+
+def test_task_preferences_cache_is_keyed_on_the_base_models_embeddings(tmp_path):
+    """The same texts embedded by another base model (other vectors) must not reuse the first model's preferences."""
+    import dataclasses
+
+    from hydra_st.hydra.preferences import task_preferences
+    from hydra_st.teachers import BM25Teacher
+
+    task, _ = make_task("alpha", 1)
+    rng = np.random.default_rng(7)
+    other = dataclasses.replace(
+        task,
+        doc_embeddings=rng.permutation(task.doc_embeddings),
+        train=dataclasses.replace(task.train, embeddings=rng.permutation(task.train.embeddings)),
+    )
+    cfg = PreferenceConfig(candidates=30, pairs_per_query=8)
+    first = task_preferences(task, BM25Teacher, cfg, tmp_path)
+    cached_other = task_preferences(other, BM25Teacher, cfg, tmp_path)
+    fresh_other = task_preferences(other, BM25Teacher, cfg, tmp_path / "fresh")
+    assert not np.array_equal(first.candidates, fresh_other.candidates)  # the dense teacher matters here
+    assert np.array_equal(cached_other.candidates, fresh_other.candidates)
+    assert len(list((tmp_path / "hydra" / "preferences").glob("*.safetensors"))) == 2  # cached apart
+    again = task_preferences(task, BM25Teacher, cfg, tmp_path)  # and each still hits its own cache file
+    assert np.array_equal(again.pairs, first.pairs)
+
+
+def test_damaged_preference_cache_is_rebuilt_with_a_warning(tmp_path, caplog):
+    from hydra_st.hydra.preferences import task_preferences
+    from hydra_st.teachers import BM25Teacher
+
+    task, _ = make_task("alpha", 1)
+    cfg = PreferenceConfig(candidates=30, pairs_per_query=8)
+    good = task_preferences(task, BM25Teacher, cfg, tmp_path)
+    (path,) = (tmp_path / "hydra" / "preferences").glob("*.safetensors")
+    path.write_bytes(b"\x00not safetensors")
+    with caplog.at_level("WARNING", logger="hydra_st.hydra.preferences"):
+        rebuilt = task_preferences(task, BM25Teacher, cfg, tmp_path)
+    assert np.array_equal(rebuilt.pairs, good.pairs) and np.array_equal(rebuilt.confidence, good.confidence)
+    assert str(path) in caplog.text and "rebuilding" in caplog.text
+    assert path.is_file()  # written again
+
+
+def test_a_bug_while_reading_the_preference_cache_is_not_taken_for_damage(tmp_path, monkeypatch):
+    """Only a damaged file is rebuilt; any other error propagates and the cache file stays."""
+    import safetensors.torch
+
+    from hydra_st.hydra.preferences import task_preferences
+    from hydra_st.teachers import BM25Teacher
+
+    task, _ = make_task("alpha", 1)
+    cfg = PreferenceConfig(candidates=30, pairs_per_query=8)
+    task_preferences(task, BM25Teacher, cfg, tmp_path)
+    (path,) = (tmp_path / "hydra" / "preferences").glob("*.safetensors")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug, not a damaged file")
+
+    monkeypatch.setattr(safetensors.torch, "load_file", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        task_preferences(task, BM25Teacher, cfg, tmp_path)
+    assert path.is_file()

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from hydra_st.hydra import Hydra
+from hydra_st.hydra.checkpoints import load_checkpoint, restore_step_state, save_checkpoint
 from hydra_st.hydra.evaluate import dev_score, evaluate_task, wrong_card_for
 from hydra_st.hydra.tasks import QuerySet
 from hydra_st.hydra.trainer import HydraTrainer, TrainingConfig
@@ -39,6 +40,87 @@ def test_train_checkpoint_resume(setup, tmp_path):
     assert summary2["steps"] == 8
     # the loss log carries on from the checkpoint's: steps 1-4 restored, 5-8 trained
     assert [h["step"] for h in trainer2.history if "loss" in h] == list(range(1, 9))
+
+
+def _fresh_hydra(base):
+    torch.manual_seed(0)  # the same initial hypernet for every run
+    return Hydra.from_base(base, out_dim=16, cond_dim=8, rank=2, hidden_dim=16)
+
+
+@pytest.mark.parametrize("resume_step", [4, 6])  # mid-epoch 1 (4 steps per epoch) and mid-epoch 2
+def test_resumed_run_ends_with_the_uninterrupted_runs_weights(tiny_st_model, tmp_path, resume_step):
+    """View dropout on: the resumed run must draw the dropout masks the uninterrupted run drew after the checkpoint."""
+    (a, pa), (b, pb) = make_task("alpha", 1), make_task("beta", 2)
+    tasks, prefs = [a, b], {"alpha": pa, "beta": pb}
+    cfg = TrainingConfig(
+        epochs=2, batch_size=8, checkpoint_every=2, show_progress_bar=False, init="identity", view_dropout=0.5
+    )
+    full = _fresh_hydra(tiny_st_model)
+    HydraTrainer(full, tasks, prefs, cfg, output_dir=tmp_path / "full").train()
+    resumed = _fresh_hydra(tiny_st_model)
+    trainer = HydraTrainer(resumed, tasks, prefs, cfg, output_dir=tmp_path / "resumed")
+    summary = trainer.train(resume_from=tmp_path / "full" / f"checkpoint-{resume_step}")
+    assert summary["steps"] == 8
+    for key, value in full.head.state_dict().items():
+        assert torch.equal(resumed.head.state_dict()[key], value), key
+    # and the resumed run's own checkpoint-final carries the same generator state as the uninterrupted run's
+    from safetensors.torch import load_file
+
+    ends = [
+        load_file(str(tmp_path / run / "checkpoint-final" / "training_state.safetensors"))
+        for run in ("full", "resumed")
+    ]
+    assert ends[0]["rng.view_dropout"].dtype == torch.uint8 and ends[0]["rng.view_dropout"].shape[0] == 1
+    assert torch.equal(ends[0]["rng.view_dropout"], ends[1]["rng.view_dropout"])
+
+
+def test_checkpoint_without_generator_state_resumes_with_a_warning(tiny_st_model, tmp_path, caplog):
+    from safetensors.torch import load_file, save_file
+
+    (a, pa), (b, pb) = make_task("alpha", 1), make_task("beta", 2)
+    tasks, prefs = [a, b], {"alpha": pa, "beta": pb}
+    cfg = TrainingConfig(epochs=2, batch_size=8, checkpoint_every=4, show_progress_bar=False, init="identity")
+    HydraTrainer(_fresh_hydra(tiny_st_model), tasks, prefs, cfg, output_dir=tmp_path / "full").train()
+    st_path = tmp_path / "full" / "checkpoint-4" / "training_state.safetensors"
+    state = load_file(str(st_path))
+    del state["rng.view_dropout"]  # as written before the generator state was saved
+    save_file(state, str(st_path))
+    with caplog.at_level("WARNING", logger="hydra_st.hydra.trainer"):
+        summary = HydraTrainer(_fresh_hydra(tiny_st_model), tasks, prefs, cfg).train(resume_from=st_path.parent)
+    assert summary["steps"] == 8
+    assert "no view-dropout generator state" in caplog.text and str(st_path.parent) in caplog.text
+
+
+def test_checkpoint_carries_the_fp16_gradient_scale_and_each_process_generator(setup, tmp_path, caplog):
+    """Under fp16 the gradient scaler's state is saved and restored too; a checkpoint from another number of
+    processes resumes with a warning. (CPU has no fp16 scaler, so a CPU GradScaler stands in for accelerate's.)"""
+    from types import SimpleNamespace
+
+    model, tasks, prefs = setup
+    cfg = TrainingConfig(epochs=1, batch_size=8, show_progress_bar=False)
+    trainer = HydraTrainer(model, tasks, prefs, cfg, output_dir=tmp_path)
+    optimizer = torch.optim.AdamW(model.head.parameters())
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    acc = SimpleNamespace(num_processes=1, process_index=0, is_main_process=True, scaler=scaler)
+    gen = torch.Generator().manual_seed(5)
+    torch.rand(4, generator=gen)
+    save_checkpoint(trainer, acc, optimizer, 0, gen)
+    meta = json.loads((tmp_path / "checkpoint-0" / "trainer_state.json").read_text(encoding="utf-8"))
+    assert meta["grad_scaler"]["scale"] == 1024.0 and meta["processes"] == 1
+
+    resumed = HydraTrainer(model, tasks, prefs, cfg)
+    load_checkpoint(resumed, tmp_path / "checkpoint-0", torch.optim.AdamW(model.head.parameters()))
+    fresh_scaler, fresh_gen = torch.amp.GradScaler("cpu"), torch.Generator().manual_seed(0)
+    fresh_acc = SimpleNamespace(num_processes=1, process_index=0, is_main_process=True, scaler=fresh_scaler)
+    restore_step_state(resumed, tmp_path / "checkpoint-0", fresh_gen, fresh_acc)
+    assert fresh_scaler.get_scale() == 1024.0 and torch.equal(fresh_gen.get_state(), gen.get_state())
+
+    two = SimpleNamespace(num_processes=2, process_index=1, is_main_process=False, scaler=None)
+    other_gen = torch.Generator().manual_seed(17)
+    with caplog.at_level("WARNING", logger="hydra_st.hydra.trainer"):
+        restore_step_state(resumed, tmp_path / "checkpoint-0", other_gen, two)
+    assert "written by 1 process(es), this run has 2" in caplog.text
+    assert torch.equal(other_gen.get_state(), torch.Generator().manual_seed(17).get_state())  # left as seeded
 
 
 def test_resuming_a_finished_run_keeps_its_model_selection(setup, tmp_path):
