@@ -43,7 +43,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hydra_st.data import load_dataset  # noqa: E402
+from hydra_st.data import DatasetFormatError, load_dataset  # noqa: E402
 from hydra_st.hypencoder import Hypencoder  # noqa: E402
 from hydra_st.retrieval import FaissIndex, GraphSearcher, build_neighbor_graph, exhaustive_search  # noqa: E402
 from hydra_st.retrieval.graph import add_reverse_edges, index_entry_points, recall_at_k  # noqa: E402
@@ -82,8 +82,9 @@ def cached_real_embeddings() -> tuple[np.ndarray, list[str]]:
     parts, used = [], []
     for name in DATASETS:
         try:
-            ds = load_dataset(name, split="test")
-        except Exception:  # noqa: BLE001 - a dataset that is not there is simply skipped
+            # download=False: a dataset that is not there is skipped (its embeddings are not cached anyway)
+            ds = load_dataset(name, split="test", download=False)
+        except (FileNotFoundError, DatasetFormatError):  # any other error is a real problem and is raised
             continue
         if teacher.cache_path(ds.doc_ids, ds.doc_texts).is_file():
             parts.append(teacher.encode_corpus(ds.doc_ids, ds.doc_texts))
@@ -242,7 +243,8 @@ def render(results: dict) -> str:
     lines = [
         "# Hypencoder search benchmark",
         "",
-        f"Produced by `python evaluation/bench_hypencoder_search.py` on {results['machine']} "
+        f"Produced by `{results.get('command', 'python evaluation/bench_hypencoder_search.py')}` on "
+        f"{results['machine']} "
         f"(torch threads {results['torch_threads']}). Model: `{results['model']}`, q-net "
         f"`{results['qnet']['vector_dimensions']}` (+ linear skip: {results['qnet']['linear_skip']}), "
         f"{results['flops_per_doc']:,} FLOP per q-net evaluation. Real embeddings: {results['real_datasets']} "
@@ -345,24 +347,57 @@ def plot(results: dict, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument(
+        "--sizes",
+        default="10000,100000,1000000",
+        help="comma-separated corpus sizes N (default: 10000,100000,1000000)",
+    )
     parser.add_argument("--queries", type=int, default=64, help="scifact test queries (a quarter at 1M)")
-    parser.add_argument("--model", default=str(ROOT / "models" / "hypencoder-minilm-l6"))
-    parser.add_argument("--bi-encoder", default=str(ROOT / "outputs" / "bi-encoder-minilm-l6"))
-    parser.add_argument("--sample", choices=("gaussian", "jitter"), default="gaussian")
-    parser.add_argument("--jitter-scale", type=float, default=0.5)
-    parser.add_argument("--graph-k", type=int, default=32)
+    parser.add_argument(
+        "--model",
+        default=str(ROOT / "models" / "hypencoder-minilm-l6"),
+        help="the Hypencoder whose q-nets are searched (default: models/hypencoder-minilm-l6; an untrained one on "
+        "MiniLM when the folder is missing)",
+    )
+    parser.add_argument(
+        "--bi-encoder",
+        default=str(ROOT / "outputs" / "bi-encoder-minilm-l6"),
+        help="the matched bi-encoder whose query vectors faiss searches (default: outputs/bi-encoder-minilm-l6; "
+        "MiniLM's query embeddings when the folder is missing)",
+    )
+    parser.add_argument(
+        "--sample",
+        choices=("gaussian", "jitter"),
+        default="gaussian",
+        help="how vectors beyond the real ones are sampled (see above; default: gaussian)",
+    )
+    parser.add_argument(
+        "--jitter-scale", type=float, default=0.5, help="noise scale of --sample jitter (default: 0.5)"
+    )
+    parser.add_argument("--graph-k", type=int, default=32, help="neighbours per document in the graph (default: 32)")
     parser.add_argument("--reverse-edges", type=int, default=32, help="reverse links per document (knn+rev)")
-    parser.add_argument("--exact-graph-max", type=int, default=20_000)
+    parser.add_argument(
+        "--exact-graph-max",
+        type=int,
+        default=20_000,
+        help="largest N whose k-NN graph is exact; above it, IVF (default: 20000)",
+    )
     parser.add_argument("--ivf-nprobe", type=int, default=16, help="IVF lists probed for the graph (1M: a quarter)")
     parser.add_argument("--threads", type=int, default=1, help="torch and faiss threads for every timed method")
     parser.add_argument("--graph-max", type=int, default=100_000, help="largest N with a neighbour graph")
     parser.add_argument("--hnsw-max", type=int, default=100_000, help="largest N with a faiss HNSW baseline")
-    parser.add_argument("--chunk-size", type=int, default=65_536)
-    parser.add_argument("--out", default=str(ROOT / "evaluation" / "results"))
-    args = parser.parse_args()
+    parser.add_argument(
+        "--chunk-size", type=int, default=65_536, help="documents per exhaustive-search chunk (default: 65536)"
+    )
+    parser.add_argument(
+        "--out",
+        default=str(ROOT / "evaluation" / "results"),
+        help="folder of hypencoder_search.{md,json,png} (default: evaluation/results, the published benchmark)",
+    )
+    args = parser.parse_args(argv)
+    command = " ".join(["python evaluation/bench_hypencoder_search.py", *(argv if argv is not None else sys.argv[1:])])
     torch.set_num_threads(args.threads)
     import faiss
 
@@ -390,6 +425,7 @@ def main() -> int:
         )
     real, used = cached_real_embeddings()
     results = {
+        "command": command,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
         "torch_threads": torch.get_num_threads(),
         "model": args.model,

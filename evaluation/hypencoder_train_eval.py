@@ -12,7 +12,11 @@ Usage::
     python evaluation/hypencoder_train_eval.py --per-dataset        # the published comparison (about 5 minutes)
     python evaluation/hypencoder_train_eval.py --steps 20 --datasets scifact --out /tmp/smoke   # smoke run
 
-Writes ``evaluation/results/hypencoder.{md,json}`` and saves the Hypencoder to ``models/hypencoder-minilm-l6``.
+With the default ``--out`` (the published results) this writes ``evaluation/results/hypencoder.{md,json}``, saves
+the Hypencoder to ``models/hypencoder-minilm-l6``, its matched bi-encoder to ``outputs/bi-encoder-minilm-l6`` and
+the models of the other training groups under ``outputs/``. With any other ``--out`` everything goes under it: the
+tables into ``<out>``, the models into ``<out>/models/`` (``--model-out``, ``--bi-encoder-out`` and
+``--other-models-dir`` override each), so a smoke run never replaces the published model.
 """
 
 from __future__ import annotations
@@ -39,18 +43,65 @@ from hydra_st.evaluation import (  # noqa: E402
     paired_comparison,
     split_by_train_overlap,
 )
+from hydra_st.hypencoder.encoding import document_vectors, route_modules  # noqa: E402
 from hydra_st.hypencoder.model_card import save_with_card  # noqa: E402
 from hydra_st.hypencoder.training import HypencoderTrainingConfig, train_hypencoder  # noqa: E402
-from hydra_st.hypencoder.training_data import (  # noqa: E402
-    build_teacher_examples,
-    document_vectors,
-    route_modules,
-)
+from hydra_st.hypencoder.training_data import build_teacher_examples  # noqa: E402
 from hydra_st.hypencoder.validation import split_examples, validation_ndcg  # noqa: E402
 from hydra_st.retrieval import exhaustive_search, to_run  # noqa: E402
 from hydra_st.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
+RESULTS = ROOT / "evaluation" / "results"  # the published tables; only this --out also writes the published models
+
+
+def model_outputs(
+    out: str, model_out: str | None = None, bi_encoder_out: str | None = None, other_models_dir: str | None = None
+) -> tuple[str, str, str]:
+    """Where the Hypencoder, its bi-encoder and the other training groups' models are saved.
+
+    With the published ``--out`` (``evaluation/results``): ``models/hypencoder-minilm-l6``,
+    ``outputs/bi-encoder-minilm-l6`` and ``outputs/``, as the published run writes them. With any other ``--out``:
+    under ``<out>/models/``, so a smoke run cannot overwrite the published model. A path given explicitly wins.
+
+    Example:
+        >>> model_outputs("/tmp/smoke")
+        ('/tmp/smoke/models/hypencoder-minilm-l6', '/tmp/smoke/models/bi-encoder-minilm-l6', '/tmp/smoke/models')
+    """
+    if Path(out).resolve() == RESULTS.resolve():
+        defaults = (
+            ROOT / "models" / "hypencoder-minilm-l6",
+            ROOT / "outputs" / "bi-encoder-minilm-l6",
+            ROOT / "outputs",
+        )
+    else:
+        models = Path(out) / "models"
+        defaults = (models / "hypencoder-minilm-l6", models / "bi-encoder-minilm-l6", models)
+    given = (model_out, bi_encoder_out, other_models_dir)
+    hyp, bi, other = (str(g) if g is not None else str(d) for g, d in zip(given, defaults, strict=True))
+    return hyp, bi, other
+
+
+def dataset_problem(names: list[str]) -> str | None:
+    """What is wrong with the ``--datasets`` asked for, in one line, or None when each has a train and a test split.
+
+    An official BEIR dataset that is missing is downloaded here, as loading it would.
+    """
+    from hydra_st.data.beir import resolve_dataset_folder
+
+    for name in names:
+        try:
+            resolve_dataset_folder(name)
+            splits = available_splits(name)
+        except (OSError, ValueError) as exc:
+            return f"--datasets {name}: {exc}"
+        missing = [split for split in ("train", "test") if split not in splits]
+        if missing:
+            return (
+                f"--datasets {name}: no {' or '.join(repr(m) for m in missing)} split (this dataset has {splits}); "
+                "training needs train queries and evaluation a test split"
+            )
+    return None
 
 
 @functools.cache
@@ -107,26 +158,51 @@ def evaluate_base(name: str, model) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", default="scifact,nfcorpus")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--qnet-width", type=int, default=128)
-    parser.add_argument("--qnet-layers", type=int, default=2)
-    parser.add_argument("--label-scale", type=float, default=20.0)
-    parser.add_argument("--num-negatives", type=int, default=7, help="teacher negatives per query and step")
-    parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay of the trained parts")
-    parser.add_argument("--in-batch-weight", type=float, default=0.0)
+    parser.add_argument(
+        "--datasets",
+        default="scifact,nfcorpus",
+        help="comma-separated datasets with train and test splits (default: scifact,nfcorpus)",
+    )
+    parser.add_argument("--steps", type=int, default=300, help="optimizer steps per model (default: 300)")
+    parser.add_argument("--batch-size", type=int, default=32, help="queries per step (default: 32)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate of the hyper-head (default: 1e-4)")
+    parser.add_argument(
+        "--qnet-width", type=int, default=128, help="width of the q-net's hidden blocks (default: 128)"
+    )
+    parser.add_argument(
+        "--qnet-layers", type=int, default=2, help="hidden blocks of the Hypencoder's q-net (default: 2)"
+    )
+    parser.add_argument(
+        "--label-scale", type=float, default=20.0, help="teacher label scale: label_scale × RRF score (default: 20)"
+    )
+    parser.add_argument(
+        "--num-negatives", type=int, default=7, help="teacher negatives per query and step (default: 7)"
+    )
+    parser.add_argument(
+        "--weight-decay", type=float, default=0.0, help="AdamW weight decay of the trained parts (default: 0)"
+    )
+    parser.add_argument(
+        "--in-batch-weight", type=float, default=0.0, help="weight of the in-batch cross-entropy loss (default: 0)"
+    )
     parser.add_argument(
         "--qnet-lr-scale",
         type=float,
         default=1.0,
         help="learning-rate multiplier of the Hypencoder's q-net layer generators (its learned skip keeps --lr)",
     )
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--seed", type=int, default=42, help="seed of sampling, splits and initialisation (default: 42)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: no oversubscription)")
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="train queries held out for early stopping")
-    parser.add_argument("--eval-every", type=int, default=50)
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="fraction of train queries held out for early stopping (default: 0.2)",
+    )
+    parser.add_argument(
+        "--eval-every", type=int, default=50, help="steps between validation checks for early stopping (default: 50)"
+    )
     parser.add_argument("--per-dataset", action="store_true", help="one model per dataset (in-domain)")
     parser.add_argument(
         "--no-learned-skip",
@@ -139,18 +215,42 @@ def main() -> int:
         action="store_true",
         help="both models also train a copy of MiniLM on the query side (documents stay frozen MiniLM, cached)",
     )
-    parser.add_argument("--base-lr", type=float, default=2e-5, help="learning rate of the query transformer")
+    parser.add_argument(
+        "--base-lr", type=float, default=2e-5, help="learning rate of the query transformer (default: 2e-5)"
+    )
     parser.add_argument("--no-qrels", dest="use_qrels", action="store_false", help="teacher-only positives")
-    parser.add_argument("--out", default=str(ROOT / "evaluation" / "results"))
-    parser.add_argument("--model-out", default=str(ROOT / "models" / "hypencoder-minilm-l6"))
-    parser.add_argument("--bi-encoder-out", default=str(ROOT / "outputs" / "bi-encoder-minilm-l6"))
+    parser.add_argument(
+        "--out",
+        default=str(RESULTS),
+        help="folder of hypencoder.md / hypencoder.json (default: evaluation/results, the published tables; any "
+        "other folder also receives the models, under <out>/models/)",
+    )
+    parser.add_argument(
+        "--model-out",
+        default=None,
+        help="where the Hypencoder of the first training group is saved (default: models/hypencoder-minilm-l6 with "
+        "the default --out, else <out>/models/hypencoder-minilm-l6)",
+    )
+    parser.add_argument(
+        "--bi-encoder-out",
+        default=None,
+        help="where the matched bi-encoder of the first training group is saved (default: "
+        "outputs/bi-encoder-minilm-l6 with the default --out, else <out>/models/bi-encoder-minilm-l6)",
+    )
     parser.add_argument(
         "--other-models-dir",
-        default=str(ROOT / "outputs"),
-        help="where the models of the other training groups go (with --per-dataset: every dataset after the first)",
+        default=None,
+        help="where the models of the other training groups go (with --per-dataset: every dataset after the first; "
+        "default: outputs/ with the default --out, else <out>/models)",
     )
     args = parser.parse_args()
     names = args.datasets.split(",")
+    if problem := dataset_problem(names):
+        print(f"{parser.prog}: error: {problem}", file=sys.stderr)
+        return 2
+    model_out, bi_encoder_out, other_models_dir = model_outputs(
+        args.out, args.model_out, args.bi_encoder_out, args.other_models_dir
+    )
     torch.set_num_threads(args.threads)
     config = HypencoderTrainingConfig(
         datasets=names,
@@ -243,9 +343,9 @@ def main() -> int:
             cfg = asdict(replace(config, datasets=key.split("+"), bi_encoder=label == "bi-encoder"))
             first = key == "+".join(groups[0])
             if label == "hypencoder":
-                path = args.model_out if first else f"{args.other_models_dir}/hypencoder-minilm-l6-{key}"
+                path = model_out if first else f"{other_models_dir}/hypencoder-minilm-l6-{key}"
             else:
-                path = args.bi_encoder_out if first else f"{args.other_models_dir}/bi-encoder-minilm-l6-{key}"
+                path = bi_encoder_out if first else f"{other_models_dir}/bi-encoder-minilm-l6-{key}"
             save_with_card(
                 model,
                 path,
@@ -293,7 +393,10 @@ def card_summary(results: dict, label: str, key: str) -> tuple[dict[str, dict[st
         )
     for n in trained:
         mine, base_ = ours[n], zero_shot[n]
-        if "ndcg@10/new_pool" in mine and mine["ndcg@10/new_pool"] < base_["ndcg@10/new_pool"]:
+        # both pools must be there: a dataset whose test queries share no relevant document with a train query
+        # has a new pool only, and nothing to say about a document prior
+        pools = all(f"ndcg@10/{pool}" in mine for pool in TRAIN_OVERLAP_POOLS)
+        if pools and mine["ndcg@10/new_pool"] < base_["ndcg@10/new_pool"]:
             lines.append(
                 f"- On {n}, the gain over zero-shot MiniLM comes from the {mine['queries/train_pool']} test queries "
                 f"whose relevant documents are also relevant to training queries ({mine['ndcg@10/train_pool']:.4f} "

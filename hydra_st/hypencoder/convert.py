@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
@@ -136,6 +135,14 @@ def convert_checkpoint(
 
     Returns:
         The converted Hypencoder.
+
+    Example:
+        >>> from transformers import BertConfig
+        >>> from hydra_st.hypencoder import convert_checkpoint
+        >>> model = convert_checkpoint("hypencoder.6_layer/model.safetensors", BertConfig().to_dict(),
+        ...                            "bert-base-uncased", output_path="models/hypencoder-6-layer")  # doctest: +SKIP
+        >>> model.converter.vector_dimensions  # doctest: +SKIP
+        [768, 768, 768, 768, 768, 768, 768, 1]
     """
     from sentence_transformers.sentence_transformer.modules import Pooling, Router, Transformer
     from transformers import AutoTokenizer, BertConfig, BertModel
@@ -166,32 +173,3 @@ def convert_checkpoint(
     if output_path is not None:
         model.save(str(output_path))
     return model
-
-
-def synthetic_released_state_dict(
-    num_layers: int, hidden: int = 768, bert_state: Mapping[str, Tensor] | None = None, seed: int = 0
-) -> dict[str, Tensor]:
-    """A random state dict with the released names and shapes (for tests and shape checks)."""
-    gen = torch.Generator().manual_seed(seed)
-    dims = [hidden] * (num_layers + 1) + [1]
-    out: dict[str, Tensor] = {}
-    shapes = [(dims[i - 1], dims[i]) for i in range(1, len(dims))]
-    biases = [o for _, o in shapes[:-1]]
-    for i, (inn, o) in enumerate(shapes):
-        out[f"{PREFIX}hyper_base_matrices.{i}"] = torch.randn(1, o, inn, generator=gen) * (2 / inn) ** 0.5
-        out[f"{PREFIX}weight_query_embeddings.{i}"] = torch.randn(1, o, inn, generator=gen)
-        out[f"{PREFIX}weight_hyper_projection.{i}.weight"] = torch.randn(inn, inn, generator=gen) * 0.05
-        out[f"{PREFIX}weight_hyper_projection.{i}.bias"] = torch.randn(inn, generator=gen) * 0.05
-    for j, o in enumerate(biases):
-        out[f"{PREFIX}hyper_base_vectors.{j}"] = torch.randn(1, o, generator=gen) * 0.1
-        out[f"{PREFIX}bias_query_embeddings.{j}"] = torch.randn(1, 1, o, generator=gen)
-        out[f"{PREFIX}bias_hyper_projection.{j}.weight"] = torch.randn(o, o, generator=gen) * 0.05
-        out[f"{PREFIX}bias_hyper_projection.{j}.bias"] = torch.randn(o, generator=gen) * 0.05
-    for k, width in enumerate([i for i, _ in shapes] + biases):
-        for name in ("key_projections", "value_projections"):
-            out[f"{PREFIX}{name}.{k}.weight"] = torch.randn(width, hidden, generator=gen) / hidden**0.5
-            out[f"{PREFIX}{name}.{k}.bias"] = torch.randn(width, generator=gen) * 0.05
-    for key, value in (bert_state or {}).items():
-        out[f"{TRANSFORMER_PREFIX}{key}"] = value
-        out[f"passage_encoder.transformer.{key}"] = value.clone()  # tied in memory, separate on disk
-    return out

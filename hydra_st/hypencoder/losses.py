@@ -77,8 +77,16 @@ class HypencoderLoss(nn.Module):
         in_batch_weight: weight of the in-batch cross-entropy term.
 
     Example:
-        >>> from hydra_st.hypencoder.losses import HypencoderLoss
+        >>> import torch
+        >>> from hydra_st.hypencoder import Hypencoder, HypencoderLoss, QNetConverter
+        >>> model = Hypencoder.from_base("sentence-transformers/all-MiniLM-L6-v2",
+        ...                              converter=QNetConverter([384, 384, 1], linear_skip=True))  # doctest: +SKIP
         >>> loss = HypencoderLoss(model)  # doctest: +SKIP
+        >>> columns = [["a query"], ["its positive"], ["a negative"]]
+        >>> features = [model.preprocess(texts) for texts in columns]  # doctest: +SKIP
+        >>> margins = torch.tensor([[3.0]])  # labels: the teacher's margin pos - neg, one per negative
+        >>> loss(features, labels=margins).shape  # doctest: +SKIP
+        torch.Size([])
     """
 
     def __init__(self, model: Any, margin_weight: float = 1.0, in_batch_weight: float = 1.0) -> None:
@@ -88,6 +96,15 @@ class HypencoderLoss(nn.Module):
         self.in_batch_weight = in_batch_weight
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        """The loss of one batch.
+
+        Args:
+            sentence_features: tokenized columns ``(query, positive, negative_1, ..., negative_n)``.
+            labels: ``[B, 1 + n]`` teacher scores (positive first) or ``[B, n]`` teacher margins ``pos - neg_i``.
+
+        Returns:
+            The scalar loss.
+        """
         features = list(sentence_features)
         query = self.model({**features[0], "task": "query"})["sentence_embedding"]
         docs = torch.stack([self.model({**f, "task": "document"})["sentence_embedding"] for f in features[1:]], dim=1)
@@ -98,4 +115,5 @@ class HypencoderLoss(nn.Module):
 
     @property
     def citation(self) -> str:
+        """The Hypencoder paper (shown in sentence-transformers' model cards)."""
         return "Killingback et al., Hypencoder: Hypernetworks for Information Retrieval (SIGIR 2025)."

@@ -13,8 +13,8 @@ flat q-net parameters, ``encode_document`` the document vectors, and :meth:`Hype
 
 Loading: ``Hypencoder(path)`` resolves its own module class, so no ``trust_remote_code`` is needed. A plain
 ``SentenceTransformer(path, trust_remote_code=True)`` also loads the model (the class ref is the installed
-``hydra_st`` package) and scores with the q-net, because :meth:`HyperHead.on_model_ready` binds q-net similarity
-methods on that instance (the similarity name itself is a closed enum in sentence-transformers).
+``hydra_st`` package) and scores with the q-net, because :meth:`HyperHead.on_model_ready` changes that instance's
+class to :class:`Hypencoder` (the similarity name itself is a closed enum in sentence-transformers).
 """
 
 from __future__ import annotations
@@ -38,6 +38,22 @@ class Hypencoder(SentenceTransformer):
     """Hypencoder retrieval model (query -> q-net, document -> vector, score = q-net(document)).
 
     Build one on a base sentence-transformer with :meth:`from_base`, or load a saved one with ``Hypencoder(path)``.
+
+    Loading a saved Hypencoder with plain sentence-transformers,
+    ``SentenceTransformer(path, trust_remote_code=True)``, returns a :class:`Hypencoder`: the hyper-head's
+    ``on_model_ready`` hook changes the loaded instance's class (``type(model) is Hypencoder`` afterwards), so
+    ``model.similarity`` runs the q-nets instead of cosine, also after pickling or copying. The instance has the
+    same modules and no extra state; only its methods (q-net similarity, the ``encode_query`` checks) change.
+
+    Args:
+        model_name_or_path: folder or Hub id of a saved Hypencoder; ``None`` with ``modules=[...]`` builds one from
+            modules (what :meth:`from_base` does).
+        *args: passed on to ``SentenceTransformer`` (its positional arguments after ``model_name_or_path``).
+        **kwargs: passed on to ``SentenceTransformer`` (``modules``, ``device``, ``cache_folder``, ...). Weights are
+            read as safetensors only.
+
+    Raises:
+        ValueError: the loaded model has no :class:`HyperHead`, or its files are damaged.
 
     Example:
         >>> from hydra_st.hypencoder import Hypencoder, QNetConverter

@@ -32,7 +32,7 @@ a {doc_dim}-d vector; the relevance score is the q-net applied to the document v
 | transformer | {transformer} ({trainable}) |
 | document route | {doc_route} |
 | q-net widths (`vector_dimensions`) | `{dims}` |
-| q-net blocks | ReLU, non-affine LayerNorm, residual (not on the last block), bias-free output layer |
+| q-net blocks | {blocks} |
 | linear skip term | {skip} |
 | q-net parameters per query | {qnet_params:,} floats |
 | hyper-head parameters | {head_params:,} |
@@ -49,9 +49,10 @@ print(model.similarity(q, d))                # q-net scores, shape [1, 2]
 ```
 
 Plain sentence-transformers also works once `hydra_st` is installed:
-`SentenceTransformer("{model_id}", trust_remote_code=True)` loads the hyper-head from the installed package and
-its `on_model_ready` hook makes `model.similarity` score with the q-net (the `similarity_fn_name` saved in the
-config is a placeholder: sentence-transformers only knows cosine/dot/euclidean/manhattan).
+`SentenceTransformer("{model_id}", trust_remote_code=True)` loads the hyper-head from the installed package, and
+its `on_model_ready` hook changes the loaded model's class to `hydra_st.hypencoder.Hypencoder` (same modules, so
+`type(model) is Hypencoder`), whose `model.similarity` scores with the q-net (the `similarity_fn_name` saved in
+the config is a placeholder: sentence-transformers only knows cosine/dot/euclidean/manhattan).
 
 Large corpora: `hydra_st.retrieval.exhaustive_search` (chunked, exact) or `GraphSearcher` (neighbour-graph search),
 or the CLI `hydra-st encode / build-graph / retrieve --mode exhaustive|graph`. The fastest graph setting measured
@@ -71,6 +72,66 @@ lower latency) adds reverse links and entry points from a faiss HNSW index: `hyd
 
 Killingback, Zeng, Zamani. *Hypencoder: Hypernetworks for Information Retrieval.* SIGIR 2025.
 """
+
+
+def qnet_blocks(converter: Any) -> str:
+    """The card's description of a q-net's hidden blocks, from the converter's settings.
+
+    Example:
+        >>> from hydra_st.hypencoder import QNetConverter
+        >>> qnet_blocks(QNetConverter([8, 8, 8, 1]))
+        'ReLU, non-affine LayerNorm, residual (not on the last block), bias-free output layer'
+        >>> qnet_blocks(QNetConverter([8, 8, 1], activation="gelu", layer_norm=False, residual_on_last=True))
+        'GELU, no LayerNorm, residual (on every block, the last included), bias-free output layer'
+        >>> qnet_blocks(QNetConverter([8, 1]))
+        'none: one bias-free linear layer (an inner product)'
+    """
+    if converter.num_hidden_layers == 0:
+        return "none: one bias-free linear layer (an inner product)"
+    parts = [
+        {"relu": "ReLU", "gelu": "GELU"}.get(converter.activation, str(converter.activation)),
+        "non-affine LayerNorm" if converter.layer_norm else "no LayerNorm",
+    ]
+    if not converter.residual:
+        parts.append("no residual")
+    elif converter.residual_on_last:
+        parts.append("residual (on every block, the last included)")
+    else:
+        parts.append("residual (not on the last block)")
+    return ", ".join([*parts, "bias-free output layer"])
+
+
+# Training settings that say where files were and how the run was checkpointed, not what the model is.
+RUN_MECHANICS = ("data_dir", "cache_dir", "checkpoint_every", "resume_from")
+
+
+def training_sources(config: dict[str, Any]) -> str:
+    """What a training config trained on, for the card: train queries of ``datasets``, pseudo-queries of
+    ``pseudo_query_datasets``, or both; "the train queries only" when the config names neither.
+
+    Example:
+        >>> text = training_sources({"datasets": [], "pseudo_query_datasets": ["adi", "med"]})
+        >>> text.startswith("pseudo-queries made from the corpora of adi, med"), "train queries" in text
+        (True, False)
+        >>> training_sources({"datasets": ["scifact"], "split": "train"})
+        'the train queries of scifact (positives from their train qrels); no test queries or test qrels were read'
+    """
+    datasets = list(config.get("datasets") or [])
+    pseudo = list(config.get("pseudo_query_datasets") or [])
+    if not datasets and not pseudo:
+        return "the train queries only"
+    split = config.get("split", "train")
+    parts = []
+    if datasets:
+        positives = f"positives from their {split} qrels" if config.get("use_qrels", True) else "teacher positives"
+        parts.append(f"the {split} queries of {', '.join(datasets)} ({positives})")
+    if pseudo:
+        per = f"up to {config['num_pseudo_queries']} per corpus: " if "num_pseudo_queries" in config else ""
+        parts.append(
+            f"pseudo-queries made from the corpora of {', '.join(pseudo)} ({per}a document's title or first sentence, "
+            "with that document as its positive; no queries or qrels read)"
+        )
+    return " and ".join(parts) + "; no test queries or test qrels were read"
 
 
 def comparison_table(comparison: dict[str, dict[str, float]], trained_on: list[str] | None = None) -> str:
@@ -129,10 +190,10 @@ def render_model_card(
         trainable = any(p.requires_grad for t in transformers for p in t.parameters())
     base = config.get("base_model") or getattr(model.model_card_data, "base_model", None) or "unknown"
     if config:
-        rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in config.items() if k not in ("data_dir", "cache_dir"))
+        rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in config.items() if k not in RUN_MECHANICS)
         training = (
             f"MarginMSE (weight {config.get('margin_weight', 1.0)}) against RRF(BM25, dense) teacher margins, plus "
-            f"in-batch cross-entropy (weight {config.get('in_batch_weight', 1.0)}), on the train queries only."
+            f"in-batch cross-entropy (weight {config.get('in_batch_weight', 1.0)}), on {training_sources(config)}."
             "\n\n| setting | value |\n|---|---|\n" + rows
         )
     else:
@@ -152,6 +213,7 @@ def render_model_card(
         trainable="fine-tuned" if trainable else "frozen",
         doc_route=f"{getattr(pooling, 'pooling_mode', '?')} pooling" + (" + L2 normalise" if has_norm else ""),
         dims=conv.vector_dimensions,
+        blocks=qnet_blocks(conv),
         skip=(
             "no"
             if not conv.linear_skip

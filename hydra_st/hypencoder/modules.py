@@ -45,7 +45,12 @@ class HyperHead(Module):
         learned_skip: with ``skip_from_pooling``, add a generated correction to the skip vector, written exactly as
             a ``[hidden, 1]`` q-net weight is (attention, ReLU, LayerNorm, zero-initialised projection): the q-net
             then holds the matched bi-encoder's learnable inner product plus its nonlinear layers, and starts as the
-            frozen base.
+            frozen base. Needs a converter with ``linear_skip=True`` and ``skip_from_pooling=True``.
+        converter_config: the converter as a config dict; the name under which the converter is saved in the
+            module's ``config.json`` (pass ``converter`` otherwise).
+
+    Raises:
+        ValueError: ``learned_skip=True`` with a converter without a linear skip, or without ``skip_from_pooling``.
 
     Example:
         >>> import torch
@@ -88,7 +93,16 @@ class HyperHead(Module):
         self.value_projections = nn.ModuleList([nn.Linear(hidden_size, w) for w in widths])
         self.weight_hyper_projection = nn.ModuleList([nn.Linear(i, i) for i, _ in w_shapes])
         self.bias_hyper_projection = nn.ModuleList([nn.Linear(o, o) for o in b_shapes])
-        self.learned_skip = bool(learned_skip and converter.linear_skip and skip_from_pooling)
+        if learned_skip and not converter.linear_skip:
+            raise ValueError(
+                "learned_skip=True corrects the q-net's linear skip vector, but this converter has none: build it "
+                "with linear_skip=True (e.g. QNetConverter([...], linear_skip=True)) or pass learned_skip=False"
+            )
+        if learned_skip and not skip_from_pooling:
+            raise ValueError(
+                "learned_skip=True corrects the pooled skip vector: pass skip_from_pooling=True, or learned_skip=False"
+            )
+        self.learned_skip = bool(learned_skip)
         if self.learned_skip:
             d = converter.input_dim
             self.skip_query_embedding = nn.Parameter(torch.empty(1, 1, d))
@@ -100,6 +114,7 @@ class HyperHead(Module):
 
     @property
     def converter_config(self) -> dict[str, Any]:
+        """The converter's config (:meth:`QNetConverter.get_config`), as saved in the module's ``config.json``."""
         return self.converter.get_config()
 
     @torch.no_grad()
@@ -187,11 +202,22 @@ class HyperHead(Module):
         return QNetParams(weights, biases, skip)
 
     def forward(self, features: dict[str, Tensor], **kwargs: Any) -> dict[str, Tensor]:
+        """Write each query's flat q-net parameters to ``features["sentence_embedding"]``.
+
+        Args:
+            features: the transformer's output, with ``token_embeddings`` ``[B, T, hidden]`` and
+                ``attention_mask`` ``[B, T]``.
+            **kwargs: ignored (sentence-transformers passes module keyword arguments).
+
+        Returns:
+            ``features`` with ``sentence_embedding`` ``[B, converter.num_parameters]`` added.
+        """
         params = self.generate(features["token_embeddings"], features["attention_mask"])
         features["sentence_embedding"] = self.converter.pack(params)
         return features
 
     def get_embedding_dimension(self) -> int:
+        """Length of the flat q-net parameter vector one query is encoded into (``converter.num_parameters``)."""
         return self.converter.num_parameters
 
     # -------------------------------------------------------------- model hook
@@ -199,8 +225,11 @@ class HyperHead(Module):
         """Make any SentenceTransformer holding this head score with the q-net.
 
         ``similarity_fn_name`` is a closed enum in sentence-transformers, so a plain
-        ``SentenceTransformer(path, trust_remote_code=True)`` would otherwise fall back to cosine. The hook binds
-        q-net ``similarity``/``similarity_pairwise`` methods on that instance; :class:`Hypencoder` already has them.
+        ``SentenceTransformer(path, trust_remote_code=True)`` would otherwise fall back to cosine. A plain
+        ``SentenceTransformer`` instance therefore has its class changed to :class:`Hypencoder` (a subclass with the
+        same modules and no extra state; ``type(model) is Hypencoder`` afterwards), so q-net scoring survives pickle
+        and copies. An instance of another ``SentenceTransformer`` subclass keeps its class and gets q-net
+        ``similarity``/``similarity_pairwise`` methods bound on the instance; :class:`Hypencoder` already has them.
         """
         if getattr(type(model), "_is_hypencoder", False):
             return
@@ -224,6 +253,14 @@ class HyperHead(Module):
 
     # ------------------------------------------------------------------ save/load
     def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
+        """Write ``config.json`` (hidden size, converter config, skip settings) and ``model.safetensors``.
+
+        Args:
+            output_path: the module's folder.
+            *args: ignored (sentence-transformers' module ``save`` signature).
+            safe_serialization: ignored: the weights are always written as safetensors.
+            **kwargs: ignored.
+        """
         self.save_config(output_path)
         self.save_torch_weights(output_path, safe_serialization=True)
 
@@ -239,6 +276,26 @@ class HyperHead(Module):
         init_defaults: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> HyperHead:
+        """Load a saved hyper-head (safetensors only), checking its config and weights.
+
+        Args:
+            model_name_or_path: the model's folder or Hub id.
+            subfolder: the module's folder inside it.
+            token: Hub token.
+            cache_folder: Hub cache folder.
+            revision: Hub revision.
+            local_files_only: do not download.
+            init_defaults: config values used where the saved config has none (the saved config wins).
+            **kwargs: ignored (sentence-transformers passes loading options meant for other modules).
+
+        Returns:
+            The hyper-head with its saved weights.
+
+        Raises:
+            FileNotFoundError: ``config.json`` or ``model.safetensors`` is missing.
+            ValueError: the config does not parse or describe a hyper-head, or the weights are damaged or do not
+                match it.
+        """
         hub: dict[str, Any] = {
             "subfolder": subfolder,
             "token": token,
@@ -297,7 +354,8 @@ def _linears(modules: nn.ModuleList) -> list[nn.Linear]:
 def _uniform_fan_in(lin: nn.Module, gen: torch.Generator, bias: bool) -> None:
     """torch's default Linear initialisation (uniform, bound 1/sqrt(fan_in)) from a local generator; bias 0 unless
     ``bias``."""
-    assert isinstance(lin, nn.Linear)
+    if not isinstance(lin, nn.Linear):
+        raise TypeError(f"expected an nn.Linear to initialise, got {type(lin).__name__}")
     bound = 1.0 / math.sqrt(lin.in_features)
     lin.weight.copy_((torch.rand(lin.weight.shape, generator=gen) * 2 - 1) * bound)
     if bias:
@@ -323,8 +381,15 @@ class BaseModelReference(Transformer):
     replaced by the original.
 
     Example:
+        >>> from hydra_st.hub.offline import load_base_model
         >>> model_id = "sentence-transformers/all-MiniLM-L6-v2"
+        >>> base = load_base_model(model_id)  # doctest: +SKIP
         >>> ref = BaseModelReference.from_transformer(base[0], model_id)  # doctest: +SKIP
+        >>> ref.base_model_id, ref.auto_model is base[0].auto_model  # doctest: +SKIP
+        ('sentence-transformers/all-MiniLM-L6-v2', True)
+
+        :meth:`Hypencoder.reference_base <hydra_st.hypencoder.Hypencoder.reference_base>` does this for a model's
+        frozen shared transformer.
     """
 
     reference_file = "base_model_reference.json"
@@ -334,12 +399,30 @@ class BaseModelReference(Transformer):
 
     @classmethod
     def from_transformer(cls, transformer: Transformer, model_id: str) -> BaseModelReference:
+        """A reference module that shares ``transformer``'s submodules, weights and tokenizer (no copy).
+
+        Args:
+            transformer: the frozen base transformer.
+            model_id: the Hub id or path the base is re-loaded from when the model is loaded.
+
+        Returns:
+            The reference module; it encodes exactly as ``transformer``.
+        """
         ref = cls.__new__(cls)
         ref.__dict__ = transformer.__dict__  # shares the submodules, parameters and tokenizer
         ref.base_model_id = model_id
         return ref
 
     def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
+        """Write ``base_model_reference.json`` (the base's id, max sequence length and weight fingerprint), and no
+        weights.
+
+        Args:
+            output_path: the module's folder.
+            *args: ignored (sentence-transformers' module ``save`` signature).
+            safe_serialization: ignored: no weights are written.
+            **kwargs: ignored.
+        """
         from hydra_st.utils.hashing import fingerprint_model
         from hydra_st.utils.io import atomic_write_json
 
@@ -362,6 +445,34 @@ class BaseModelReference(Transformer):
              processor_kwargs: dict[str, Any] | None = None, config_kwargs: dict[str, Any] | None = None,
              backend: str = "torch", init_defaults: dict[str, Any] | None = None,
              **kwargs: Any) -> BaseModelReference:  # fmt: skip
+        """Re-load the referenced base transformer (offline where possible) and check its weight fingerprint.
+
+        The referenced base is loaded with ``trust_remote_code=False`` and safetensors weights only, whatever the
+        caller passed for this model.
+
+        Args:
+            model_name_or_path: the model's folder or Hub id.
+            subfolder: the module's folder inside it.
+            token: Hub token.
+            cache_folder: Hub cache folder.
+            revision: Hub revision of this model (not of the base).
+            local_files_only: do not download this model's files.
+            trust_remote_code: ignored for the base (see above).
+            model_kwargs: passed to the base transformer (``use_safetensors`` is forced on).
+            processor_kwargs: passed to the base transformer's tokenizer.
+            config_kwargs: passed to the base transformer's config.
+            backend: the transformer backend.
+            init_defaults: ignored.
+            **kwargs: ignored.
+
+        Returns:
+            The reference module, holding the base's weights.
+
+        Raises:
+            FileNotFoundError: ``base_model_reference.json`` is missing.
+            ValueError: the reference file is damaged, or the base's weights differ from those the model was
+                trained on.
+        """
         from hydra_st.hub.offline import ensure_base_model
         from hydra_st.utils.hashing import fingerprint_model
 

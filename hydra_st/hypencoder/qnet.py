@@ -25,13 +25,48 @@ _CONVERTERS: dict[str, type[QNetConverter]] = {}
 
 
 def register_converter(cls: type[QNetConverter]) -> type[QNetConverter]:
-    """Class decorator that makes a converter loadable by its ``name`` from a saved config."""
+    """Class decorator that makes a converter loadable by its ``name`` from a saved config.
+
+    Args:
+        cls: a :class:`QNetConverter` subclass with its own ``name`` (saved as the config's ``"type"``).
+
+    Returns:
+        ``cls`` itself.
+
+    Example:
+        >>> @register_converter
+        ... class GeluQNet(QNetConverter):
+        ...     name = "example_gelu_dense"
+        ...     def __init__(self, vector_dimensions, **kwargs):
+        ...         super().__init__(vector_dimensions, **{"activation": "gelu", **kwargs})
+        >>> config = GeluQNet([8, 8, 1]).get_config()
+        >>> config["type"], type(converter_from_config(config)).__name__
+        ('example_gelu_dense', 'GeluQNet')
+    """
     _CONVERTERS[cls.name] = cls
     return cls
 
 
 def converter_from_config(config: dict[str, Any]) -> QNetConverter:
-    """Rebuild a converter from :meth:`QNetConverter.get_config`."""
+    """Rebuild a converter from :meth:`QNetConverter.get_config`.
+
+    Args:
+        config: the converter's config; its ``"type"`` (default ``"repeated_dense"``) names a converter class
+            registered with :func:`register_converter`, the other keys are that class's arguments.
+
+    Returns:
+        A new converter equal to the one that wrote ``config``.
+
+    Raises:
+        ValueError: the type is not registered, or the keys do not fit its class.
+
+    Example:
+        >>> conv = converter_from_config({"type": "repeated_dense", "vector_dimensions": [8, 16, 1]})
+        >>> conv.vector_dimensions, conv.activation
+        ([8, 16, 1], 'relu')
+        >>> converter_from_config(conv.get_config()).get_config() == conv.get_config()
+        True
+    """
     config = dict(config)
     name = config.pop("type", "repeated_dense")
     if name not in _CONVERTERS:
@@ -140,6 +175,7 @@ class QNetConverter:
 
     @property
     def num_hidden_layers(self) -> int:
+        """Number of hidden blocks (widths between the input and the scalar output); 0 for an inner product."""
         return len(self.vector_dimensions) - 2
 
     @property
@@ -153,6 +189,8 @@ class QNetConverter:
         return 2 * sum(i * o for i, o in self.weight_shapes) + (2 * self.input_dim if self.linear_skip else 0)
 
     def get_config(self) -> dict[str, Any]:
+        """The converter as a JSON-able dict (its registered ``type`` and arguments), for
+        :func:`converter_from_config`; saved in the hyper-head's ``config.json``."""
         return {
             "type": self.name,
             "vector_dimensions": list(self.vector_dimensions),
@@ -222,9 +260,6 @@ class QNetConverter:
         return params.skip
 
     # ---------------------------------------------------------------- scoring
-    def _act(self, x: Tensor) -> Tensor:
-        return F.relu(x) if self.activation == "relu" else F.gelu(x)
-
     def score_unpacked(self, params: QNetParams, docs: Tensor) -> Tensor:
         """Score documents with unpacked q-nets.
 

@@ -35,18 +35,31 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from hydra_st.hypencoder.checkpoints import (
+    LoopState,
+    check_identity,
+    check_output_folder,
+    data_fingerprint,
+    frozen_fingerprint,
+    read_checkpoint,
+    remove_checkpoints,
+    restore_checkpoint,
+    save_checkpoint,
+    save_run,
+)
+from hydra_st.hypencoder.config_checks import TrainingSetupError, check_fields, check_machine, read_cli_settings
+from hydra_st.hypencoder.encoding import document_vectors, route_modules
 from hydra_st.hypencoder.losses import hypencoder_loss
 from hydra_st.hypencoder.model import Hypencoder
 from hydra_st.hypencoder.qnet import QNetConverter
 from hydra_st.hypencoder.training_data import (
     TeacherExamples,
     build_teacher_examples,
-    document_vectors,
     query_token_states,
     query_transformer,
-    route_modules,
     sample_batch,
 )
+from hydra_st.settings import DEFAULT_BASE_MODEL
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +67,49 @@ logger = logging.getLogger(__name__)
 @dataclass
 class HypencoderTrainingConfig:
     """Settings of one training run (saved beside the model as ``training_config.json``).
+
+    Attributes:
+        datasets: datasets whose ``split`` queries are trained on.
+        split: the split of ``datasets`` to train on (never ``"test"``).
+        pseudo_query_datasets: datasets trained on pseudo-queries made from their corpus.
+        num_pseudo_queries: pseudo-queries per dataset in ``pseudo_query_datasets``.
+        base_model: Hub id or path of the base sentence-transformer (also the dense teacher).
+        bi_encoder: train the matched bi-encoder (a ``[hidden, 1]`` q-net) instead of the Hypencoder.
+        qnet_hidden_layers: hidden blocks of the Hypencoder's q-net.
+        qnet_width: width of the q-net's hidden blocks (default: the transformer width).
+        linear_skip: give the q-net a linear skip term (starts as the base's query embedding).
+        learned_skip: let the hyper-head correct the skip vector (see :attr:`uses_learned_skip`).
+        freeze_base: freeze the transformer(s): only the hyper-head trains.
+        shared_transformer: one transformer for queries and documents.
+        query_side_only: train the query route's own transformer, keep the document route frozen (needs
+            ``freeze_base=False`` and ``shared_transformer=False``).
+        document_pooling: ``"mean"`` or ``"cls"`` pooling of the document route.
+        steps: optimizer steps.
+        batch_size: queries per step.
+        num_negatives: teacher negatives per query and step.
+        learning_rate: learning rate of the hyper-head.
+        qnet_lr_scale: learning-rate multiplier of the q-net layers' generators (with a learned skip).
+        base_learning_rate: learning rate of a trained transformer.
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear learning-rate warm-up steps.
+        margin_weight: weight of the MarginMSE term.
+        in_batch_weight: weight of the in-batch cross-entropy term.
+        depth: teacher candidates per query (fused top ``depth``).
+        rrf_k: the RRF constant of the teacher fusion.
+        label_scale: teacher score scale (``label_scale * RRF``, plus ``label_scale / (rrf_k + 1)`` for a relevant
+            document).
+        use_qrels: mark the train qrels' relevant documents as positives (else the teacher's top document).
+        balance_datasets: pick each query's dataset uniformly first.
+        max_queries_per_dataset: cap on training queries per dataset.
+        seed: seed of the torch and batch-sampling random generators.
+        device: torch device.
+        mixed_precision: accelerate's ``"no"``, ``"bf16"`` or ``"fp16"`` (fp16 with loss scaling; GPU only).
+        data_dir: BEIR data folder (default: ``$HYDRA_ST_DATA_DIR``).
+        cache_dir: cache root (default: ``$HYDRA_ST_CACHE_DIR`` or ``~/.cache/hydra_st``).
+        checkpoint_every: steps between two checkpoints ``<output>/checkpoints/checkpoint-<step>`` (0: none; see
+            :mod:`hydra_st.hypencoder.checkpoints`).
+        resume_from: a checkpoint folder (or an output folder: its latest checkpoint) to continue from; the resumed
+            run ends with the uninterrupted run's weights, bit for bit.
 
     Example:
         >>> config = HypencoderTrainingConfig(datasets=["scifact"], qnet_hidden_layers=1, qnet_width=64)
@@ -70,7 +126,7 @@ class HypencoderTrainingConfig:
     # split: ["cranfield", "med"]. Their relevant document is the one the pseudo-query came from.
     pseudo_query_datasets: list[str] = field(default_factory=list)
     num_pseudo_queries: int = 400
-    base_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    base_model: str = DEFAULT_BASE_MODEL
     bi_encoder: bool = False
     qnet_hidden_layers: int = 2
     qnet_width: int | None = None
@@ -104,6 +160,8 @@ class HypencoderTrainingConfig:
     mixed_precision: str = "no"
     data_dir: str | None = None
     cache_dir: str | None = None
+    checkpoint_every: int = 0
+    resume_from: str | None = None
 
     @property
     def uses_learned_skip(self) -> bool:
@@ -112,18 +170,28 @@ class HypencoderTrainingConfig:
         return self.learned_skip and self.linear_skip and not self.bi_encoder
 
     def check(self) -> None:
-        """Raise a ValueError naming the fix for settings that contradict each other."""
-        if self.query_side_only and (self.freeze_base or self.shared_transformer):
-            raise ValueError(
-                "query_side_only trains the query route's own transformer: set freeze_base=False and "
-                "shared_transformer=False (a shared transformer would change the cached document vectors too)"
-            )
-        if not self.qnet_lr_scale > 0:
-            raise ValueError(
-                f"qnet_lr_scale must be > 0 (1: the q-net layers learn at learning_rate), got {self.qnet_lr_scale}"
-            )
+        """Check every field's type and range, converting what YAML 1.1 reads as strings (``"1e-4"``, a bare
+        ``"adi"`` for a list), and the settings that contradict each other; see
+        :func:`~hydra_st.hypencoder.config_checks.check_fields`.
+
+        Raises:
+            TrainingSetupError: a ``ValueError`` naming the field (also in its ``field`` attribute) and the fix.
+        """
+        check_fields(self)
 
     def converter(self, hidden: int) -> QNetConverter:
+        """The q-net converter these settings describe, for a transformer of width ``hidden``.
+
+        The Hypencoder's q-net is ``[hidden, width × qnet_hidden_layers, 1]`` (``width`` = ``qnet_width``, or
+        ``hidden`` when unset); the matched bi-encoder's is ``[hidden, 1]``, an inner product. Both get a linear skip
+        term when ``linear_skip``.
+
+        Args:
+            hidden: width of the transformer's token states (384 for MiniLM).
+
+        Returns:
+            A new :class:`~hydra_st.hypencoder.QNetConverter`.
+        """
         if self.bi_encoder:
             return QNetConverter([hidden, 1], linear_skip=self.linear_skip)
         width = self.qnet_width or hidden
@@ -152,6 +220,7 @@ def train_hypencoder(
     show_progress_bar: bool = True,
     validation: Callable[[Hypencoder], float] | None = None,
     eval_every: int = 50,
+    overwrite: bool = False,
 ) -> tuple[Hypencoder, dict[str, Any]]:
     """Train and (optionally) save a Hypencoder or matched bi-encoder; returns the model and a log dict.
 
@@ -159,9 +228,54 @@ def train_hypencoder(
     :func:`hydra_st.hypencoder.validation.validation_ndcg` on held-out *training* queries), the model is scored
     before training and every ``eval_every`` steps and the best hyper-head state is restored at the end (early
     stopping).
+
+    Every check that can fail without training (settings, machine, process count, output folder, the checkpoint to
+    resume from) runs first, before any model, teacher or cache is built. With ``config.checkpoint_every``, the run
+    writes ``<output_path>/checkpoints/checkpoint-<step>`` every that many steps, and ``config.resume_from``
+    continues from one (see :mod:`hydra_st.hypencoder.checkpoints`).
+
+    Args:
+        config: the run's settings.
+        output_path: where to save the model, its card, ``training_config.json`` and ``training_log.json``
+            (not saved when ``None``).
+        model: the model to train (default: built from ``config`` on ``config.base_model``).
+        data: teacher examples per dataset (default: built from ``config`` with :func:`build_teacher_examples`).
+        show_progress_bar: show progress bars.
+        validation: early-stopping score of the model (see above), or ``None``.
+        eval_every: steps between two validation scores.
+        overwrite: replace a model (or another run's checkpoints) already in ``output_path``; without it such a
+            folder is refused. The old content is replaced as a whole, and only once training has succeeded: the
+            model is saved into a temporary sibling folder that is then renamed over ``output_path``.
+
+    Returns:
+        ``(model, log)``: the trained model (in eval mode) and a dict with the config, the number of training
+        queries, ``losses`` (the loss, and its parts, of every step), ``train_seconds`` and, with ``validation``,
+        the scores and the best step.
+
+    Raises:
+        TrainingSetupError: a bad setting, a machine that cannot run it, several processes, an output folder that
+            holds a model (without ``overwrite``) or a checkpoint of another run; raised before any work.
+        ValueError: no training examples.
+        FloatingPointError: the loss became NaN or infinite.
+
+    Example:
+        >>> from hydra_st.hypencoder import HypencoderTrainingConfig, train_hypencoder
+        >>> config = HypencoderTrainingConfig(datasets=["scifact"], steps=300, qnet_width=128)
+        >>> model, log = train_hypencoder(config, output_path="outputs/hypencoder-scifact")  # doctest: +SKIP
+        >>> log["losses"][-1]["step"]  # doctest: +SKIP
+        299
     """
 
     config.check()
+    check_machine(config)  # a GPU recipe on a CPU, fp16 on the CPU, several processes
+    if config.checkpoint_every and output_path is None:
+        raise TrainingSetupError("checkpoint_every needs an output folder for its checkpoints", "checkpoint_every")
+    checkpoint = read_checkpoint(config.resume_from, config) if config.resume_from else None
+    output = None if output_path is None else Path(output_path).resolve()
+    if output is not None:
+        check_output_folder(output, overwrite, checkpoint.path if checkpoint else None)
+    if data is None and not config.datasets and not config.pseudo_query_datasets:
+        raise TrainingSetupError("nothing to train on: datasets and pseudo_query_datasets are both empty", "datasets")
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     if model is None:
@@ -224,22 +338,49 @@ def train_hypencoder(
     if not config.freeze_base:
         base_params = [p for t in model.transformers() for p in t.parameters() if p.requires_grad]
         groups.append({"params": base_params, "lr": config.base_learning_rate})
+    trained = [p for g in groups for p in g["params"]]
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps)))
     accelerator = _accelerator(config)
+    # Prepared so that with fp16 the accelerator's gradient scaler unscales the gradients before they are clipped,
+    # skips a step whose gradients overflowed (and the scheduler step with it) and updates its scale. Without a
+    # scaler (fp32, bf16) the wrappers call the optimizer and scheduler unchanged.
+    optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
     examples = [(d, q) for d, ex in enumerate(data) for q in range(len(ex.query_ids))]
     if not examples:
         raise ValueError("no training examples: check that the datasets have train queries with teacher candidates")
-    log: dict[str, Any] = {"config": asdict(config), "num_queries": len(examples), "losses": []}
-    best = _validate(model, validation, 0, None, log) if validation is not None else None
+    trained_ids = {id(p) for p in trained}
+    names = [n for n, p in model.named_parameters() if id(p) in trained_ids]  # what a checkpoint holds
+    identity: dict[str, Any] = {}
+    if checkpoint is not None or config.checkpoint_every:
+        identity = {"num_queries": len(examples), "data": data_fingerprint(data)}
+        identity["eval_every"] = eval_every if validation is not None else None
+        identity["frozen"] = frozen_fingerprint(model, names)
+    carried: dict[str, Any] = dict(
+        model=model, names=names, optimizer=optimizer, scheduler=scheduler, accelerator=accelerator, sampler=rng
+    )
+    if checkpoint is None:
+        log: dict[str, Any] = {"config": asdict(config), "num_queries": len(examples), "losses": []}
+        best = _validate(model, validation, 0, None, log) if validation is not None else None
+        done, running, seconds = 0, None, 0.0
+    else:
+        check_identity(checkpoint, identity)
+        resumed = restore_checkpoint(checkpoint, **carried)
+        log, best, done, running, seconds = resumed.log, resumed.best, resumed.step, resumed.running, resumed.seconds
+        log.pop("train_seconds", None)
+        log["config"] = asdict(config)
+        log.setdefault("resumed_from", []).append({"checkpoint": str(checkpoint.path), "step": done})
+    # this run's checkpoints are in <output>/checkpoints: those it resumes from, or those it writes (see below)
+    own_checkpoints = bool(checkpoint and output and checkpoint.path.resolve().is_relative_to(output))
     model.train()
     start = time.perf_counter()
     bar = tqdm(
-        range(config.steps),
+        range(done, config.steps),
+        initial=done,
+        total=config.steps,
         desc="train " + ("bi-encoder" if config.bi_encoder else "hypencoder"),
         disable=not show_progress_bar,
     )
-    running = None
     for step in bar:
         batch = sample_batch(
             examples, data, config.batch_size, config.num_negatives, rng, balance=config.balance_datasets
@@ -269,29 +410,31 @@ def train_hypencoder(
             )
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
-        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+        accelerator.clip_grad_norm_(trained, 1.0)  # unscales fp16 gradients first
         optimizer.step()
         scheduler.step()
         value = float(loss.detach())
         if not math.isfinite(value):
             raise FloatingPointError(f"loss became {value} at step {step}; lower the learning rate")
         running = value if running is None else 0.98 * running + 0.02 * value
-        if step % 50 == 0 or step == config.steps - 1:
-            log["losses"].append({"step": step, "loss": value, **parts})
-            bar.set_postfix(loss=f"{running:.4f}")
+        log["losses"].append({"step": step, "loss": value, **parts})  # every step's loss
+        bar.set_postfix(loss=f"{running:.4f}", refresh=False)
         if validation is not None and ((step + 1) % eval_every == 0 or step == config.steps - 1):
             best = _validate(model, validation, step + 1, best, log)
-    log["train_seconds"] = time.perf_counter() - start
+        if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+            assert output is not None  # checked up front
+            if not own_checkpoints:  # a replaced run's checkpoints (overwrite=True) must not mix with this run's
+                remove_checkpoints(output)
+                own_checkpoints = True
+            state = LoopState(step + 1, log, best, running, seconds + time.perf_counter() - start)
+            save_checkpoint(output, state, config=config, identity=identity, **carried)
+    log["train_seconds"] = seconds + time.perf_counter() - start
     if validation is not None and best is not None:
         model.load_state_dict(best[2])
         log["best_step"], log["best_validation"] = best[0], best[1]
     model.eval()
-    if output_path is not None:
-        from hydra_st.hypencoder.model_card import save_with_card
-        from hydra_st.utils.io import atomic_write_json
-
-        save_with_card(model, output_path, config=asdict(config))
-        atomic_write_json(Path(output_path) / "training_log.json", log)
+    if output is not None:
+        save_run(model, output, config, log, own_checkpoints)
     return model, log
 
 
@@ -309,7 +452,8 @@ def _validate(
 
 
 def _accelerator(config: HypencoderTrainingConfig) -> Any:
-    """A single-process ``accelerate.Accelerator`` for autocast (``mixed_precision`` bf16/fp16) and backward."""
+    """A single-process ``accelerate.Accelerator`` for autocast (``mixed_precision`` bf16/fp16), backward, gradient
+    clipping and (fp16) loss scaling."""
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=config.mixed_precision)
@@ -326,31 +470,41 @@ def _to(features: dict[str, Any], device: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m hydra_st.hypencoder.training --config recipe.yaml [--bi-encoder] --output DIR [key=value ...]``."""
-    import argparse
+    """``python -m hydra_st.hypencoder.training --config recipe.yaml [--bi-encoder] --output DIR [--overwrite]
+    [--resume-from CHECKPOINT] [key=value ...]``.
 
-    import yaml
+    A bad setting, a machine that cannot run the recipe, an occupied output folder or a foreign checkpoint is
+    reported in one line naming the recipe file or the override it came from (exit status 2), before any work.
+    """
+    import argparse
+    import sys
 
     parser = argparse.ArgumentParser(description="Train a Hypencoder (or, with --bi-encoder, its matched bi-encoder).")
     parser.add_argument("--config", help="YAML recipe with HypencoderTrainingConfig fields")
     parser.add_argument("--bi-encoder", action="store_true", help="train the matched inner-product bi-encoder")
     parser.add_argument("--output", required=True, help="where to save the trained model")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a model already in --output, once training has succeeded"
+    )
+    parser.add_argument(
+        "--resume-from", help="continue from this checkpoint (or from the latest checkpoint of this output folder)"
+    )
     parser.add_argument("overrides", nargs="*", help="field=value overrides, e.g. steps=100 freeze_base=false")
     args = parser.parse_args(argv)
-    values: dict[str, Any] = {}
-    if args.config:
-        values.update(yaml.safe_load(Path(args.config).read_text()) or {})
-    for item in args.overrides:
-        key, _, raw = item.partition("=")
-        values[key] = yaml.safe_load(raw)
-    known = set(HypencoderTrainingConfig.__dataclass_fields__)
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown training settings {unknown}; known: {sorted(known)}")
-    config = HypencoderTrainingConfig(**values)
-    if args.bi_encoder:
-        config.bi_encoder = True
-    train_hypencoder(config, output_path=args.output)
+    sources: dict[str, str] = {}
+    try:
+        known = set(HypencoderTrainingConfig.__dataclass_fields__)
+        config = HypencoderTrainingConfig(**read_cli_settings(args.config, args.overrides, known, sources))
+        if args.bi_encoder:
+            config.bi_encoder, sources["bi_encoder"] = True, "--bi-encoder"
+        if args.resume_from:
+            config.resume_from, sources["resume_from"] = args.resume_from, "--resume-from"
+        config.check()
+        train_hypencoder(config, output_path=args.output, overwrite=args.overwrite)
+    except TrainingSetupError as exc:
+        where = sources.get(exc.field or "")
+        print(f"{parser.prog}: error: {where + ': ' if where else ''}{exc}", file=sys.stderr)
+        return 2
     print(f"saved to {args.output}")
     return 0
 

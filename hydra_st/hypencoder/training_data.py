@@ -1,22 +1,31 @@
-"""Training data of the Hypencoder: teacher candidates per query, cached query token states and document vectors.
+"""Training data of the Hypencoder: teacher candidates per query, cached query token states, batches.
 
 The foundation's teachers (BM25 and the dense base model, fused with RRF) label each training query's candidates;
 :func:`build_teacher_examples` caches the fused run. With a frozen document route, document vectors come from the
-DenseTeacher's embedding cache (:func:`document_vectors`), so no corpus is re-encoded per run or per epoch.
+DenseTeacher's embedding cache (:func:`hydra_st.hypencoder.encoding.document_vectors`), so no corpus is re-encoded
+per run or per epoch.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from hydra_st.hypencoder.encoding import route_modules
 from hydra_st.hypencoder.model import Hypencoder
+
+logger = logging.getLogger(__name__)
+
+TEACHER_RUN_VERSION = "2"
+"""Part of the teacher-run cache key; bump it when the cached content changes meaning."""
 
 
 @dataclass
@@ -63,7 +72,10 @@ def build_teacher_examples(
     ``split="pseudo"`` makes ``num_pseudo_queries`` pseudo-queries from the corpus instead (titles or first
     sentences, see :mod:`hydra_st.data.pseudo_queries`; their source document is their relevant document), for
     collections without training queries; it reads no queries file and no qrels. The fused run is cached as JSON
-    under ``<cache dir>/hypencoder/teacher_runs/`` (atomic write).
+    under ``<cache dir>/hypencoder/teacher_runs/`` (atomic write). Its key covers everything the run depends on:
+    the corpus (ids and texts, in order), the query ids and texts, the dense teacher's model fingerprint (its
+    weights, not its name), the BM25 settings, ``depth`` and ``rrf_k``; a damaged cache file is logged as a warning
+    and rebuilt.
     """
     from hydra_st.data import load_dataset, load_dataset_corpus
     from hydra_st.data.pseudo_queries import pseudo_queries
@@ -88,19 +100,28 @@ def build_teacher_examples(
     qids = sorted(query_texts)
     if max_queries is not None:
         qids = qids[:max_queries]
-    parts = [name, split, str(depth), str(rrf_k), str(base_model or DEFAULT_BASE_MODEL), *qids]
+    texts = {q: query_texts[q] for q in qids}
+    bm25_teacher = BM25Teacher()
+    dense_teacher = DenseTeacher(
+        base_model or DEFAULT_BASE_MODEL, cache_dir=cache_dir, show_progress_bar=show_progress_bar
+    )
+    parts = [
+        TEACHER_RUN_VERSION,
+        name,
+        split,
+        repr(depth),
+        repr(float(rrf_k)),
+        repr(bm25_teacher),  # the BM25 settings (k1, b, method, stemmer, stop words)
+        fingerprint_texts(doc_ids, doc_texts),  # the corpus: ids, texts and order
+        fingerprint_texts(qids, [texts[q] for q in qids]),  # the queries
+        dense_teacher.model_fingerprint,  # the dense teacher's weights and encode settings, not its name
+    ]
     key = fingerprint_texts(parts, parts)
     path = resolve_cache_dir(cache_dir) / "hypencoder" / "teacher_runs" / f"{name}-{split}-{key}.json"
-    if path.is_file():
-        fused = json.loads(path.read_text())
-    else:
-        texts = {q: query_texts[q] for q in qids}
-        bm25 = BM25Teacher().index(doc_ids, doc_texts).search(texts, top_k=depth)
-        dense = (
-            DenseTeacher(base_model or DEFAULT_BASE_MODEL, cache_dir=cache_dir, show_progress_bar=show_progress_bar)
-            .index(doc_ids, doc_texts)
-            .search(texts, top_k=depth)
-        )
+    fused = _load_teacher_run(path) if path.is_file() else None
+    if fused is None:
+        bm25 = bm25_teacher.index(doc_ids, doc_texts).search(texts, top_k=depth)
+        dense = dense_teacher.index(doc_ids, doc_texts).search(texts, top_k=depth)
         fused = reciprocal_rank_fusion([bm25, dense], k=rrf_k, depth=depth, top_k=depth)
         atomic_write_json(path, fused, indent=None)
     position = {d: i for i, d in enumerate(doc_ids)}
@@ -125,6 +146,23 @@ def build_teacher_examples(
     return ex
 
 
+def _load_teacher_run(path: Path) -> dict[str, dict[str, float]] | None:
+    """The cached fused run at ``path``, or ``None`` (with a warning naming the file) when it is damaged."""
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        logger.warning("%s: unreadable cached teacher run (%s); rebuilding it", path, exc)
+        return None
+    if not (isinstance(run, dict) and all(isinstance(docs, dict) and _scores_ok(docs) for docs in run.values())):
+        logger.warning("%s: a cached teacher run must map query ids to {doc id: score}; rebuilding it", path)
+        return None
+    return run
+
+
+def _scores_ok(docs: dict[Any, Any]) -> bool:
+    return all(isinstance(d, str) and isinstance(s, (int, float)) and not isinstance(s, bool) for d, s in docs.items())
+
+
 @torch.no_grad()
 def query_token_states(model: Hypencoder, texts: list[str], batch_size: int = 128) -> tuple[Tensor, Tensor]:
     """Token states ``[n, T, h]`` and masks ``[n, T]`` of the query route's transformer (padded to one ``T``)."""
@@ -140,50 +178,6 @@ def query_token_states(model: Hypencoder, texts: list[str], batch_size: int = 12
     states = [torch.nn.functional.pad(s, (0, 0, 0, t_max - s.shape[1])) for s in states]
     masks = [torch.nn.functional.pad(m, (0, t_max - m.shape[1])) for m in masks]
     return torch.cat(states), torch.cat(masks)
-
-
-def document_vectors(
-    model: Hypencoder,
-    doc_ids: list[str],
-    doc_texts: list[str],
-    cache_dir: str | None = None,
-    show_progress_bar: bool = True,
-) -> Tensor:
-    """Document vectors of a frozen model, from the shared DenseTeacher cache when they are the base's embeddings.
-
-    With a frozen shared transformer and a mean-pooling + normalising document route, the Hypencoder's document
-    vectors equal the base sentence-transformer's, so the cache the foundation's DenseTeacher keeps for the base is
-    reused (checked on a few documents). Otherwise the Hypencoder's own document route is encoded once and cached
-    (or, when it does not normalise its vectors, encoded without a cache).
-    """
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-
-    from hydra_st.teachers import DenseTeacher
-
-    doc_route = route_modules(model, "document")
-    kinds = (Transformer, Pooling, Normalize)  # the base sentence-transformer's modules: its cache (checked below)
-    if len(doc_route) == 3 and all(isinstance(m, kind) for m, kind in zip(doc_route, kinds, strict=True)):
-        base = SentenceTransformer(modules=doc_route, device=str(model.device))
-        vecs = DenseTeacher(base, cache_dir=cache_dir, show_progress_bar=show_progress_bar).encode_corpus(
-            doc_ids, doc_texts
-        )
-        check = model.encode_document(doc_texts[:4], convert_to_numpy=True)
-        if np.allclose(check, vecs[:4], atol=1e-4):
-            return torch.from_numpy(np.array(vecs))
-    if not any(isinstance(m, Normalize) for m in doc_route):  # the DenseTeacher cache holds normalised vectors
-        return model.encode_document(doc_texts, convert_to_tensor=True, show_progress_bar=show_progress_bar).cpu()
-    teacher = DenseTeacher(model, cache_dir=cache_dir, show_progress_bar=show_progress_bar)
-    return torch.from_numpy(np.array(teacher.encode_corpus(doc_ids, doc_texts)))
-
-
-def route_modules(model: Hypencoder, route: str) -> list[Any]:
-    """The modules a ``route`` ("query" or "document") input passes through, the shared transformer included."""
-    from sentence_transformers.sentence_transformer.modules import Router, Transformer
-
-    router: Any = next(m for m in model if isinstance(m, Router))
-    shared = [model[0]] if isinstance(model[0], Transformer) else []
-    return [*shared, *router.sub_modules[route]]
 
 
 def query_transformer(model: Hypencoder) -> Any:

@@ -4,9 +4,16 @@ The held-out queries come from the *training* split (their train qrels judge the
 never reads a test judgment.
 
 Example:
+    >>> from hydra_st.data import load_dataset
+    >>> from hydra_st.hypencoder import HypencoderTrainingConfig, train_hypencoder
+    >>> from hydra_st.hypencoder.training_data import build_teacher_examples
     >>> from hydra_st.hypencoder.validation import split_examples, validation_ndcg
+    >>> examples = build_teacher_examples("scifact", split="train")  # doctest: +SKIP
+    >>> train_qrels = load_dataset("scifact", split="train").qrels  # doctest: +SKIP
     >>> train, held_out = split_examples(examples, 0.2, seed=42)  # doctest: +SKIP
-    >>> score = validation_ndcg([held_out], [train_qrels])  # doctest: +SKIP
+    >>> held_out_qrels = {q: train_qrels[q] for q in held_out.query_ids}  # doctest: +SKIP
+    >>> score = validation_ndcg([held_out], [held_out_qrels])  # doctest: +SKIP
+    >>> config = HypencoderTrainingConfig(datasets=["scifact"], steps=300)
     >>> model, log = train_hypencoder(config, data=[train], validation=score)  # doctest: +SKIP
 """
 
@@ -17,8 +24,9 @@ from collections.abc import Callable
 import numpy as np
 from torch import Tensor
 
+from hydra_st.hypencoder.encoding import document_vectors
 from hydra_st.hypencoder.model import Hypencoder
-from hydra_st.hypencoder.training_data import TeacherExamples, document_vectors
+from hydra_st.hypencoder.training_data import TeacherExamples
 
 
 def validation_ndcg(

@@ -14,8 +14,8 @@ from hydra_st.hypencoder.convert import (
     convert_hyper_head,
     load_released_state_dict,
     released_converter,
-    synthetic_released_state_dict,
 )
+from tests.hypencoder.released import synthetic_released_state_dict
 
 
 def reference_qnet(sd: dict, prefix: str, hidden_states: torch.Tensor, mask: torch.Tensor, n_layers: int):

@@ -242,3 +242,42 @@ def test_plain_save_writes_the_hypencoder_card_and_names_local_loads(hyp, tmp_pa
     text = (tmp_path / "fresh-hyp" / "README.md").read_text()
     assert "A **Hypencoder** retrieval model" in text and "Cosine Similarity" not in text
     assert Hypencoder(str(tmp_path / "fresh-hyp")).model_card_data.model_name == "local/fresh-hyp"
+
+
+def test_model_card_describes_the_qnet_blocks_of_its_converter(tiny_st_model):
+    default = Hypencoder.from_base(tiny_st_model, converter=QNetConverter([32, 16, 16, 1], linear_skip=True))
+    assert "| q-net blocks | ReLU, non-affine LayerNorm, residual (not on the last block), bias-free" in (
+        render_model_card(default)
+    )
+    gelu = QNetConverter([32, 16, 16, 1], activation="gelu", layer_norm=False, residual=False, linear_skip=True)
+    text = render_model_card(Hypencoder.from_base(tiny_st_model, converter=gelu))
+    assert "| q-net blocks | GELU, no LayerNorm, no residual, bias-free output layer |" in text and "ReLU" not in text
+    bi = render_model_card(Hypencoder.from_base(tiny_st_model, converter=QNetConverter([32, 1], linear_skip=True)))
+    assert "| q-net blocks | none: one bias-free linear layer (an inner product) |" in bi
+
+
+def test_learned_skip_needs_a_linear_skip_to_correct():
+    with pytest.raises(ValueError, match="linear_skip=True"):
+        HyperHead(8, converter=QNetConverter([8, 8, 1], linear_skip=False), learned_skip=True)
+    with pytest.raises(ValueError, match="skip_from_pooling=True"):
+        HyperHead(8, converter=QNetConverter([8, 8, 1], linear_skip=True), skip_from_pooling=False, learned_skip=True)
+    assert HyperHead(8, converter=QNetConverter([8, 8, 1], linear_skip=True), learned_skip=True).learned_skip
+
+
+def test_initialising_something_else_than_a_linear_layer_is_a_type_error():
+    from hydra_st.hypencoder.modules import _uniform_fan_in
+
+    with pytest.raises(TypeError, match="nn.Linear"):
+        _uniform_fan_in(torch.nn.LayerNorm(4), torch.Generator().manual_seed(0), bias=True)
+
+
+def test_the_family_exports_its_loss_training_and_converter():
+    import hydra_st.hypencoder as hypencoder
+    from hydra_st.hypencoder.convert import convert_checkpoint
+    from hydra_st.hypencoder.losses import HypencoderLoss
+    from hydra_st.hypencoder.training import HypencoderTrainingConfig, train_hypencoder
+
+    exported = {"HypencoderLoss": HypencoderLoss, "HypencoderTrainingConfig": HypencoderTrainingConfig,
+                "train_hypencoder": train_hypencoder, "convert_checkpoint": convert_checkpoint}  # fmt: skip
+    for name, obj in exported.items():
+        assert name in hypencoder.__all__ and getattr(hypencoder, name) is obj

@@ -226,10 +226,119 @@ def test_recipes_are_valid_training_configs(recipe):
 
 
 def test_document_vectors_keep_an_unnormalised_document_route_unnormalised(tiny_st_model, tmp_path):
-    from hydra_st.hypencoder.training_data import document_vectors
+    from hydra_st.hypencoder.encoding import document_vectors
 
     model = Hypencoder.from_base(tiny_st_model, converter=QNetConverter([32, 1]), normalize_documents=False)
     vecs = document_vectors(model, [f"d{i}" for i in range(len(DOCS))], DOCS, cache_dir=str(tmp_path),
                             show_progress_bar=False)  # fmt: skip
     assert torch.allclose(vecs, model.encode_document(DOCS, convert_to_tensor=True), atol=1e-5)
     assert not torch.allclose(vecs.norm(dim=1), torch.ones(len(DOCS)))
+
+
+def _train_synthetic(model, cfg):
+    trained, log = train_hypencoder(cfg, model=model, data=[synthetic_examples()], show_progress_bar=False)
+    return {k: v.clone() for k, v in trained.state_dict().items()}, log
+
+
+def test_fp16_loss_scaling_is_undone_before_clipping_and_updates_the_scaler(tiny_st_model, monkeypatch):
+    """fp16 needs a GPU, where accelerate gives its Accelerator a GradScaler; here a real Accelerator gets a real CPU
+    GradScaler. The loss is scaled by 2**16 (exact in float32), so once the prepared optimizer's scaler unscales the
+    gradients before clipping, training gives the weights of the unscaled run; the scaler also steps and grows."""
+    import contextlib
+
+    from accelerate import Accelerator
+
+    from hydra_st.hypencoder import training
+
+    cfg = HypencoderTrainingConfig(steps=4, batch_size=4, num_negatives=3, qnet_width=8, warmup_steps=1,
+                                   learning_rate=1e-2)  # fmt: skip
+    reference, ref_log = _train_synthetic(Hypencoder.from_base(tiny_st_model, converter=cfg.converter(32)), cfg)
+
+    scalers = []
+    make_accelerator = training._accelerator
+
+    def with_fp16_scaler(config):
+        accelerator = make_accelerator(config)
+        accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16, growth_interval=1)
+        accelerator.native_amp = True  # what accelerate sets for fp16 on a GPU ...
+        accelerator.autocast = contextlib.nullcontext  # ... minus the float16 autocast, so the numbers stay float32
+        scalers.append(accelerator.scaler)
+        return accelerator
+
+    monkeypatch.setattr(training, "_accelerator", with_fp16_scaler)
+    monkeypatch.setattr(Accelerator, "mixed_precision", property(lambda self: "fp16"))
+    scaled, log = _train_synthetic(Hypencoder.from_base(tiny_st_model, converter=cfg.converter(32)), cfg)
+    assert [e["loss"] for e in log["losses"]] == [e["loss"] for e in ref_log["losses"]]
+    assert all(torch.equal(reference[k], scaled[k]) for k in reference)
+    assert scalers[0].get_scale() == 2.0 ** (16 + cfg.steps)  # scaler.update() ran after every (finite) step
+
+
+def _toy_train_folder(root: Path, corpus: list[dict], queries: list[dict] | None = None) -> str:
+    from tests.conftest import TOY_QRELS, TOY_QUERIES, write_beir_folder
+
+    write_beir_folder(root / "toy", corpus, queries or TOY_QUERIES, {"train": TOY_QRELS})
+    return str(root)
+
+
+def _fused(data_dir: str, cache_dir: Path, model) -> list[tuple[str, list[int], list[float]]]:
+    ex = build_teacher_examples("toy", depth=5, base_model=model, data_dir=data_dir, cache_dir=str(cache_dir),
+                                show_progress_bar=False)  # fmt: skip
+    return [
+        (q, c.tolist(), s.tolist()) for q, c, s in zip(ex.query_ids, ex.candidates, ex.teacher_scores, strict=True)
+    ]
+
+
+def test_teacher_run_cache_is_keyed_on_the_corpus_texts(tiny_st_model, tmp_path):
+    from tests.conftest import TOY_CORPUS
+
+    texts = [d["text"] for d in TOY_CORPUS]
+    shuffled = [{**d, "text": texts[(i + 2) % len(texts)]} for i, d in enumerate(TOY_CORPUS)]  # same ids
+    a = _toy_train_folder(tmp_path / "a", TOY_CORPUS)
+    b = _toy_train_folder(tmp_path / "b", shuffled)
+    shared = tmp_path / "shared-cache"
+    run_a = _fused(a, shared, tiny_st_model)
+    run_b = _fused(b, shared, tiny_st_model)
+    assert run_a != _fused(b, tmp_path / "fresh-cache", tiny_st_model)  # the two corpora do rank differently
+    assert run_b == _fused(b, tmp_path / "fresh-cache", tiny_st_model)  # so B must not reuse A's cached run
+
+
+def test_teacher_run_cache_is_keyed_on_query_texts_and_model_weights(tiny_st_model, tmp_path):
+    import copy
+
+    from tests.conftest import TOY_CORPUS, TOY_QUERIES
+
+    data_dir = _toy_train_folder(tmp_path / "a", TOY_CORPUS)
+    reworded = _toy_train_folder(
+        tmp_path / "b", TOY_CORPUS, [{**q, "text": q["text"] + " exactly"} for q in TOY_QUERIES]
+    )
+    other_weights = copy.deepcopy(tiny_st_model)  # same architecture, so the same str(): only the weights differ
+    with torch.no_grad():
+        next(other_weights.parameters()).add_(0.01)
+    cache = tmp_path / "cache"
+    runs = cache / "hypencoder" / "teacher_runs"
+    _fused(data_dir, cache, tiny_st_model)
+    _fused(data_dir, cache, tiny_st_model)  # the same inputs: a cache hit
+    assert len(list(runs.glob("*.json"))) == 1
+    _fused(reworded, cache, tiny_st_model)
+    assert len(list(runs.glob("*.json"))) == 2
+    _fused(data_dir, cache, other_weights)
+    assert len(list(runs.glob("*.json"))) == 3
+
+
+@pytest.mark.parametrize(
+    "damage,problem",
+    [("{not json", "unreadable"), ('["a", "list"]', "must map query ids"), ('{"q1": {"d1": "high"}}', "must map")],
+)
+def test_damaged_teacher_run_cache_is_rebuilt_with_a_warning(tiny_st_model, tmp_path, caplog, damage, problem):
+    import json
+
+    from tests.conftest import TOY_CORPUS
+
+    data_dir = _toy_train_folder(tmp_path / "a", TOY_CORPUS)
+    expected = _fused(data_dir, tmp_path / "cache", tiny_st_model)
+    (path,) = (tmp_path / "cache" / "hypencoder" / "teacher_runs").glob("*.json")
+    path.write_text(damage, encoding="utf-8")
+    with caplog.at_level("WARNING", logger="hydra_st.hypencoder.training_data"):
+        assert _fused(data_dir, tmp_path / "cache", tiny_st_model) == expected
+    assert str(path) in caplog.text and problem in caplog.text
+    assert isinstance(json.loads(path.read_text(encoding="utf-8")), dict)  # rewritten
