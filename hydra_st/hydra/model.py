@@ -137,6 +137,34 @@ class Hydra(SentenceTransformer):
             raise TypeError(f"the last module of this Hydra model is {type(last).__name__}, not HydraHead")
         return last
 
+    def similarity(self, embeddings1: Any, embeddings2: Any) -> Any:
+        """Cosine similarity of two sets of this model's embeddings (``[N1, d] x [N2, d] -> [N1, N2]``).
+
+        Raises:
+            ValueError: the two sides differ in width, or are wider than this model's: typically documents encoded
+                with the base model (or another Hydra) beside queries encoded with this one. Encode both sides with
+                this model and the same task card.
+        """
+        self._check_widths(embeddings1, embeddings2)
+        return super().similarity(embeddings1, embeddings2)
+
+    def similarity_pairwise(self, embeddings1: Any, embeddings2: Any) -> Any:
+        """Cosine similarity of row ``i`` with row ``i`` (``[N, d] x [N, d] -> [N]``); widths checked as in
+        :meth:`similarity`."""
+        self._check_widths(embeddings1, embeddings2)
+        return super().similarity_pairwise(embeddings1, embeddings2)
+
+    def _check_widths(self, embeddings1: Any, embeddings2: Any) -> None:
+        width = self.head.generator.out_dim  # or less, with truncate_dim
+        widths = [_last_dim(e) for e in (embeddings1, embeddings2)]
+        known = [w for w in widths if w is not None]
+        if len(set(known)) > 1 or any(w > width for w in known):
+            raise ValueError(
+                f"similarity got {widths[0]}-d and {widths[1]}-d embeddings, but this Hydra model's embeddings are "
+                f"{width}-d: encode queries and documents with this model (encode_query / encode_document, the same "
+                "task_card) before comparing them; the base model's embeddings are not in the head's space"
+            )
+
     def base_modules(self) -> list[Any]:
         """The frozen modules before the head."""
         return list(self._modules.values())[:-1]
@@ -216,3 +244,11 @@ def _copy_companions(source: Path, target: Path) -> None:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
+
+
+def _last_dim(embeddings: Any) -> int | None:
+    """The width of ``[N, d]`` / ``[d]`` embeddings (a tensor, an array or a list of them); None when unknown."""
+    if isinstance(embeddings, list | tuple):
+        return _last_dim(embeddings[0]) if embeddings else None
+    shape = getattr(embeddings, "shape", None)
+    return int(shape[-1]) if shape is not None and len(shape) else None

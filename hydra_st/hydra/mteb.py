@@ -11,6 +11,11 @@ passes it as ``task_card=``. The card is, in order of preference:
 3. a card written from the task's own metadata (its name, description and domains), so any MTEB retrieval task
    gets a task-specific head, as an unseen task would.
 
+MTEB's results cache keys on the model's name and revision (for a local folder, a digest of its weights). Given
+``cards`` (or ``use_bundled_cards=False``) also set ``experiment_kwargs={"task_cards": <digest of the cards>}``,
+which MTEB files under ``<revision>/experiments/``, so a run with other cards never returns cached scores of
+another card.
+
 Importing this module needs the ``mteb`` extra (``pip install "hydra_st[mteb]"``).
 
 Example:
@@ -29,6 +34,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from hydra_st.utils.hashing import fingerprint_texts
 from hydra_st.utils.imports import require
 
 from .cards import available_cards, load_card
@@ -61,6 +67,26 @@ def bundled_card_name(task_metadata: Any) -> str | None:
     path = str((getattr(task_metadata, "dataset", None) or {}).get("path", ""))
     candidates = [path.removeprefix("local/"), path.rsplit("/", 1)[-1].lower(), str(task_metadata.name).lower()]
     return next((c for c in candidates if c in cards), None)
+
+
+def card_experiment(cards: Mapping[str, TaskCard], use_bundled_cards: bool = True) -> dict[str, str]:
+    """MTEB ``experiment_kwargs`` that tell apart runs of one model with other cards (empty for the default cards).
+
+    Example:
+        >>> card_experiment({})
+        {}
+        >>> card_experiment({}, use_bundled_cards=False)
+        {'task_cards': 'metadata'}
+        >>> sorted(card_experiment({"SciFact": load_card("scifact")}))
+        ['task_cards']
+    """
+    experiment = {}
+    if cards:
+        names = sorted(cards)
+        experiment["task_cards"] = fingerprint_texts(names, [cards[name].fingerprint for name in names])
+    elif not use_bundled_cards:
+        experiment["task_cards"] = "metadata"
+    return experiment
 
 
 class HydraMTEBWrapper(SentenceTransformerEncoderWrapper):
@@ -97,6 +123,12 @@ class HydraMTEBWrapper(SentenceTransformerEncoderWrapper):
         self.cards = {name: coerce_card(card) for name, card in (cards or {}).items()}
         self.use_bundled_cards = use_bundled_cards
         self.cards_used: dict[str, str] = {}  # MTEB task name -> where its card came from (for reports)
+        # MTEB files results under name / revision / experiment: the revision names the weights, the experiment
+        # names the cards, so one model run with other cards never reads another run's cached scores
+        experiment = card_experiment(self.cards, use_bundled_cards)
+        if experiment:
+            merged = {**(self.mteb_model_meta.experiment_kwargs or {}), **experiment}
+            self.mteb_model_meta = self.mteb_model_meta.model_copy(update={"experiment_kwargs": merged})
 
     def card_for(self, task_metadata: Any) -> TaskCard:
         """The card used for an MTEB task (see the module docstring for the order)."""

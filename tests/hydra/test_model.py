@@ -198,3 +198,16 @@ def test_saves_use_their_own_temporary_files(tiny_hydra, tmp_path):
         ".hydra_head.py.tmp",
         ".modules.json.tmp",
     ]
+
+
+def test_similarity_names_the_fix_when_base_embeddings_meet_hydra_ones(tiny_hydra):
+    queries = tiny_hydra.encode_query(["cats"], task_card=card())
+    documents = tiny_hydra.encode_document(["dogs", "cats"], task_card=card())
+    assert tuple(tiny_hydra.similarity(queries, documents).shape) == (1, 2)
+    assert tuple(tiny_hydra.similarity_pairwise(documents, documents).shape) == (2,)
+    assert tuple(tiny_hydra.similarity(queries[:, :8], documents[:, :8]).shape) == (1, 2)  # as with truncate_dim
+    base_documents = np.zeros((2, tiny_hydra.head.in_dim), dtype=np.float32)
+    with pytest.raises(ValueError, match="encode queries and documents with this model"):
+        tiny_hydra.similarity(queries, base_documents)
+    with pytest.raises(ValueError, match="16-d and 32-d"):
+        tiny_hydra.similarity_pairwise(documents, base_documents)

@@ -93,3 +93,29 @@ def test_hypencoder_wrapper_gives_mteb_the_qnet_metadata(tiny_st_model, toy_data
     assert written["similarity_fn_name"] == "custom" and written["n_parameters"] == meta.n_parameters
     with pytest.raises(TypeError, match="wraps a Hypencoder"):
         HypencoderMTEBWrapper(tiny_st_model)
+
+
+def test_one_hydra_model_with_other_cards_gets_separate_mteb_results(
+    tiny_st_model, toy_dataset_dir: Path, tmp_path: Path
+) -> None:
+    mteb = pytest.importorskip("mteb")
+    from hydra_st.hydra import Hydra, TaskCard
+    from hydra_st.hydra.mteb import HydraMTEBWrapper
+
+    folder = tmp_path / "hydra"
+    Hydra.from_base(tiny_st_model, out_dim=16, cond_dim=8, rank=2, hidden_dim=16).save(str(folder))
+    model = Hydra(str(folder))
+    task = beir_retrieval_task(str(toy_dataset_dir))
+    cards = [
+        TaskCard(name="toy", description="Find the documents that answer a question about animals."),
+        TaskCard(name="toy", description="Find financial news about a company."),
+    ]
+    cache = mteb.ResultCache(str(tmp_path / "mteb"))
+    wrappers = [HydraMTEBWrapper(model, cards={task.metadata.name: card}) for card in cards]
+    names = {w.mteb_model_meta.experiment_name for w in wrappers}
+    assert len(names) == 2 and None not in names
+    assert HydraMTEBWrapper(model).mteb_model_meta.experiment_name is None  # bundled / metadata cards: plain entry
+    for wrapper in wrappers:
+        mteb.evaluate(wrapper, task, cache=cache, show_progress_bar=False)
+    stored = {p.parent.name for p in (tmp_path / "mteb").rglob(f"{task.metadata.name}.json")}
+    assert stored == names  # two entries under the same revision, one per card
