@@ -240,7 +240,7 @@ def load_tasks(
     from hydra_st.teachers import DenseTeacher
 
     teacher = DenseTeacher(base, cache_dir=cache_dir, show_progress_bar=show_progress_bar)
-    qcache = QueryEmbeddingCache(base, teacher.model_fingerprint, cache_dir)
+    qcache = QueryEmbeddingCache(base, teacher.model_fingerprint, cache_dir, show_progress_bar=show_progress_bar)
     tasks = []
     for name in tqdm(list(names), desc="hydra tasks", disable=not show_progress_bar):
         card = (cards or {}).get(name)

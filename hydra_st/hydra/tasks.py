@@ -102,9 +102,12 @@ class QueryEmbeddingCache:
         ((1, 2), dtype('float32'), 1)
     """
 
-    def __init__(self, model: Any, model_fingerprint: str, cache_dir: str | Path | None = None) -> None:
+    def __init__(
+        self, model: Any, model_fingerprint: str, cache_dir: str | Path | None = None, show_progress_bar: bool = True
+    ) -> None:
         self.model = model
         self.root = resolve_cache_dir(cache_dir) / "hydra" / "queries" / model_fingerprint
+        self.show_progress_bar = show_progress_bar  # shown only for more than 500 queries to encode
 
     def encode(self, ids: list[str], texts: list[str]) -> np.ndarray:
         """Normalised base-model embeddings of the queries ``texts`` (``[len(ids), dim]`` float32), from the cache.
@@ -133,7 +136,11 @@ class QueryEmbeddingCache:
             except ValueError as exc:
                 logger.warning("query embedding cache unusable (%s); re-encoding the queries", exc)
         emb = self.model.encode_query(
-            texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=len(ids) > 500
+            texts,
+            batch_size=64,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=self.show_progress_bar and len(ids) > 500,
         ).astype(np.float32)
         atomic_save_numpy(path, emb)
         return emb

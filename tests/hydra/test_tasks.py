@@ -16,12 +16,14 @@ class CountingBase:
 
     def __init__(self) -> None:
         self.calls = 0
+        self.progress_bars: list[bool] = []
 
     def get_embedding_dimension(self) -> int:
         return 3
 
     def encode_query(self, texts, **kwargs):
         self.calls += 1
+        self.progress_bars.append(kwargs.get("show_progress_bar", True))
         return np.tile(np.array([[0.0, 0.6, 0.8]]), (len(texts), 1))
 
 
@@ -47,3 +49,12 @@ def test_unusable_query_cache_is_re_encoded_with_a_warning(tmp_path, caplog, bad
     assert np.array_equal(np.load(path), good)  # rewritten
     cache.encode(IDS, TEXTS)
     assert base.calls == 2  # and read from the cache again
+
+
+def test_progress_bar_follows_the_setting(tmp_path):
+    many = [f"q{i}" for i in range(501)]  # a bar is only worth showing for more than 500 queries
+    base = CountingBase()
+    QueryEmbeddingCache(base, "toy-model", cache_dir=tmp_path / "a").encode(many, many)
+    QueryEmbeddingCache(base, "toy-model", cache_dir=tmp_path / "b", show_progress_bar=False).encode(many, many)
+    QueryEmbeddingCache(base, "toy-model", cache_dir=tmp_path / "c").encode(IDS, TEXTS)
+    assert base.progress_bars == [True, False, False]
