@@ -108,6 +108,10 @@ def quickstart(args: argparse.Namespace) -> int:
             "holding BEIR-layout datasets"
         )
     config = quickstart_config(args, tasks)
+    if args.no_progress:  # transformers' own bars too (loading and writing weights)
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
     t0 = time.perf_counter()
     report = run_pipeline(
         config,

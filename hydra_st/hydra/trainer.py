@@ -387,7 +387,10 @@ class HydraTrainer:
             self._dev_step()  # the last step's state competes too
         if accelerator.is_main_process:
             for warning in self.selection_warnings():
-                logger.warning("%s", warning)
+                # steps after the last of several dev evaluations are an eval interval's usual remainder (info); a
+                # run that evaluated nothing after step 0, or kept step 0, is worth a warning
+                routine = "never evaluated" in warning and self._eval_every <= self.global_step
+                logger.log(logging.INFO if routine else logging.WARNING, "%s", warning)
         if self.output_dir is not None:  # every process takes part (their generator states are gathered)
             save_checkpoint(self, accelerator, optimizer, self.config.epochs, gen, final=True)
         self._log_path = None
