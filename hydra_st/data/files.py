@@ -150,6 +150,20 @@ def _field(record: dict[str, Any], key: str, path: Path, lineno: int, required: 
     return value
 
 
+def _records_by_id(path: Path, kind: str) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """``(line number, id, record)`` per line of a JSONL file of ``{"_id", ...}`` objects; a repeated id raises
+    :class:`DatasetFormatError` naming both lines (``kind``: "document" or "query", for the message)."""
+    first_seen: dict[str, int] = {}
+    for lineno, record in _iter_jsonl(path):
+        record_id = _field(record, "_id", path, lineno)
+        if record_id in first_seen:
+            raise DatasetFormatError(
+                path, f"duplicate {kind} id {record_id!r} (first on line {first_seen[record_id]})", lineno
+            )
+        first_seen[record_id] = lineno
+        yield lineno, record_id, record
+
+
 def load_corpus(path: str | os.PathLike[str]) -> dict[str, Document]:
     r"""Read ``corpus.jsonl``: one ``{"_id", "title", "text"}`` object per line (``title`` may be absent).
 
@@ -172,17 +186,9 @@ def load_corpus(path: str | os.PathLike[str]) -> dict[str, Document]:
     """
     path = Path(path)
     corpus: dict[str, Document] = {}
-    first_seen: dict[str, int] = {}
-    for lineno, record in _iter_jsonl(path):
-        doc_id = _field(record, "_id", path, lineno)
-        if doc_id in corpus:
-            raise DatasetFormatError(
-                path, f"duplicate document id {doc_id!r} (first on line {first_seen[doc_id]})", lineno
-            )
+    for lineno, doc_id, record in _records_by_id(path, "document"):
         title = _field(record, "title", path, lineno, required=False)
-        text = _field(record, "text", path, lineno)
-        corpus[doc_id] = Document(doc_id, title, text)
-        first_seen[doc_id] = lineno
+        corpus[doc_id] = Document(doc_id, title, _field(record, "text", path, lineno))
     if not corpus:
         raise DatasetFormatError(path, "no documents: the file is empty; it needs one JSON object per document")
     return corpus
@@ -209,15 +215,8 @@ def load_queries(path: str | os.PathLike[str]) -> dict[str, Query]:
     """
     path = Path(path)
     queries: dict[str, Query] = {}
-    first_seen: dict[str, int] = {}
-    for lineno, record in _iter_jsonl(path):
-        query_id = _field(record, "_id", path, lineno)
-        if query_id in queries:
-            raise DatasetFormatError(
-                path, f"duplicate query id {query_id!r} (first on line {first_seen[query_id]})", lineno
-            )
+    for lineno, query_id, record in _records_by_id(path, "query"):
         queries[query_id] = Query(query_id, _field(record, "text", path, lineno))
-        first_seen[query_id] = lineno
     if not queries:
         raise DatasetFormatError(path, "no queries: the file is empty; it needs one JSON object per query")
     return queries
