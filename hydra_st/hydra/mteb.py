@@ -12,9 +12,9 @@ passes it as ``task_card=``. The card is, in order of preference:
    gets a task-specific head, as an unseen task would.
 
 MTEB's results cache keys on the model's name and revision (for a local folder, a digest of its weights). Given
-``cards`` (or ``use_bundled_cards=False``) also set ``experiment_kwargs={"task_cards": <digest of the cards>}``,
-which MTEB files under ``<revision>/experiments/``, so a run with other cards never returns cached scores of
-another card.
+``cards`` (or ``use_bundled_cards=False``), the wrapper also sets ``experiment_kwargs={"task_cards": <digest of the
+cards>}``, which MTEB files under ``<revision>/experiments/``, so a run with other cards never returns the cached
+scores of another card.
 
 Importing this module needs the ``mteb`` extra (``pip install "hydra_st[mteb]"``).
 
