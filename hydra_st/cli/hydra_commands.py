@@ -96,17 +96,10 @@ def quickstart_config(args: argparse.Namespace, tasks: tuple[str, ...]) -> Any:
 
 def quickstart(args: argparse.Namespace) -> int:
     """Run the quickstart pipeline; prints the nDCG@10 table and where the model was saved."""
-    from hydra_st.hydra.pipeline import QUICKSTART_TASKS, run_pipeline
-    from hydra_st.settings import resolve_data_dir
+    from hydra_st.hydra.pipeline import QUICKSTART_TASKS, check_datasets, run_pipeline
 
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else QUICKSTART_TASKS
-    data_dir = resolve_data_dir(args.data_dir)
-    missing = [t for t in tasks if not (data_dir / t / "corpus.jsonl").is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"dataset(s) {missing} not found under {data_dir}; set --data-dir or $HYDRA_ST_DATA_DIR to the folder "
-            "holding BEIR-layout datasets"
-        )
+    data_dir = check_datasets(tasks, args.data_dir)
     config = quickstart_config(args, tasks)
     if args.no_progress:  # transformers' own bars too (loading and writing weights)
         from transformers.utils import logging as transformers_logging

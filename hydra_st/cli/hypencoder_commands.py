@@ -26,6 +26,7 @@ from hydra_st.cli.common import (
     non_negative_int,
     positive_int,
 )
+from hydra_st.hub.loading import weights_revision as model_fingerprint  # the whole model's weight fingerprint
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -179,16 +180,6 @@ def faiss_query_vectors(model: Any, texts: list[str]) -> Any:
         flat = model.encode_query(texts, convert_to_tensor=True, show_progress_bar=False)
         return conv.linear_term(flat).cpu().numpy().astype(np.float32)
     return model.encode_query(texts, convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
-
-
-def model_fingerprint(model: Any) -> str | None:
-    """The weight fingerprint of the whole model, which ``encode`` records; ``None`` for a model that is no torch
-    module (a stand-in object has no weights to hash)."""
-    import torch
-
-    from hydra_st.utils.hashing import fingerprint_model
-
-    return fingerprint_model(model) if isinstance(model, torch.nn.Module) else None
 
 
 def document_fingerprint(model: Any) -> str | None:

@@ -16,7 +16,8 @@ from .model import Hydra
 from .modules import HydraHead
 from .preferences import PreferenceConfig, build_preferences
 from .task_card import TaskCard, TaskCardError
-from .trainer import HydraTrainer, TrainingConfig
+from .trainer import HydraTrainer
+from .training_config import TrainingConfig
 
 __all__ = [
     "Hydra",

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from hydra_st.utils.io import atomic_save_safetensors, atomic_write_json, atomic_write_text
+from hydra_st.utils.io import atomic_save_safetensors, atomic_write_json
 
 if TYPE_CHECKING:  # the trainer imports this module; its class is only needed for the annotations
     from .trainer import HydraTrainer
@@ -91,8 +91,6 @@ def save_checkpoint(
             "grad_scaler": scaler.state_dict() if scaler is not None else None,
         },
     )
-    log = "\n".join(json.dumps(h) for h in trainer.history) + "\n"
-    atomic_write_text(trainer.output_dir / "loss_log.jsonl", log)
 
 
 def task_identity(trainer: HydraTrainer) -> list[dict[str, Any]]:

@@ -30,7 +30,8 @@ from .model import Hydra
 from .preferences import PreferenceConfig, task_preferences
 from .task_card import TaskCard
 from .tasks import QueryEmbeddingCache, TaskData, build_task
-from .trainer import HydraTrainer, TrainingConfig
+from .trainer import HydraTrainer
+from .training_config import TrainingConfig
 
 logger = logging.getLogger(__name__)
 

@@ -37,14 +37,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hydra_st.hypencoder.config_checks import TrainingSetupError
+from hydra_st.hypencoder.config_checks import RUN_MECHANICS, TrainingSetupError
 from hydra_st.utils.io import atomic_save_safetensors, atomic_write_json
 
 CHECKPOINTS = "checkpoints"
 STATE, META, LOG = "training_state.safetensors", "trainer_state.json", "training_log.json"
 FORMAT = 1
-# Settings a resumed run may change: where things are, how often to checkpoint; not what the run computes.
-RESUMABLE_CHANGES = ("checkpoint_every", "resume_from", "data_dir", "cache_dir")
+RESUMABLE_CHANGES = RUN_MECHANICS  # the settings a resumed run may change
 
 
 @dataclass

@@ -16,6 +16,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+RUN_MECHANICS = ("data_dir", "cache_dir", "checkpoint_every", "resume_from")
+"""Training settings that say where files are and how a run is checkpointed, not what it computes: a resumed run
+may change them, and a model card leaves them out."""
+
 # Smallest allowed value of each whole-number setting.
 INT_MINIMUM = {
     "num_pseudo_queries": 1,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hydra_st.hypencoder.config_checks import RUN_MECHANICS
 from hydra_st.utils.io import atomic_write_json, atomic_write_text
 
 TEMPLATE = """---
@@ -99,10 +100,6 @@ def qnet_blocks(converter: Any) -> str:
     else:
         parts.append("residual (not on the last block)")
     return ", ".join([*parts, "bias-free output layer"])
-
-
-# Training settings that say where files were and how the run was checkpointed, not what the model is.
-RUN_MECHANICS = ("data_dir", "cache_dir", "checkpoint_every", "resume_from")
 
 
 def training_sources(config: dict[str, Any]) -> str:
