@@ -8,6 +8,7 @@ per run or per epoch.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -50,6 +51,15 @@ class TeacherExamples:
     candidates: list[np.ndarray]
     teacher_scores: list[np.ndarray]
     positives: list[np.ndarray]
+
+
+@functools.lru_cache(maxsize=2)
+def _dense_teacher_by_id(model_id: str, cache_dir: str | None, show_progress_bar: bool) -> Any:
+    """The dense teacher of a model id, loaded once: every dataset's teacher-run cache key needs its fingerprint,
+    and a cache hit needs nothing else from it."""
+    from hydra_st.teachers import DenseTeacher
+
+    return DenseTeacher(model_id, cache_dir=cache_dir, show_progress_bar=show_progress_bar)
 
 
 def build_teacher_examples(
@@ -102,9 +112,10 @@ def build_teacher_examples(
         qids = qids[:max_queries]
     texts = {q: query_texts[q] for q in qids}
     bm25_teacher = BM25Teacher()
-    dense_teacher = DenseTeacher(
-        base_model or DEFAULT_BASE_MODEL, cache_dir=cache_dir, show_progress_bar=show_progress_bar
-    )
+    if base_model is None or isinstance(base_model, str):  # one load (and weight hash) per model id and process
+        dense_teacher = _dense_teacher_by_id(base_model or DEFAULT_BASE_MODEL, cache_dir, show_progress_bar)
+    else:
+        dense_teacher = DenseTeacher(base_model, cache_dir=cache_dir, show_progress_bar=show_progress_bar)
     parts = [
         TEACHER_RUN_VERSION,
         name,
