@@ -18,14 +18,13 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from hydra_st.evaluation import TRAIN_OVERLAP_POOLS, PairedComparison, format_p_value
 from hydra_st.hydra.pipeline import ALL_TASKS, PipelineConfig, kept_untrained_note, run_pipeline
-from hydra_st.utils.io import atomic_write_json, atomic_write_text
+from hydra_st.utils.io import atomic_write_json, atomic_write_text, replace_folder, staging_folder
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -139,24 +138,13 @@ def publish_model(source: str | os.PathLike[str], dest: str | os.PathLike[str]) 
     dest = check_model_destination(dest)
     if not (source / "modules.json").is_file():
         raise ValueError(f"{source} is not a saved model (no modules.json)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=dest.parent))
-    old: Path | None = None
+    staging = staging_folder(dest)
     try:
         shutil.copytree(source, staging, dirs_exist_ok=True)  # also gives staging source's permissions
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-            os.replace(dest, old)  # onto the empty folder mkdtemp made: a rename, nothing is deleted yet
-        os.replace(staging, dest)
+        replace_folder(staging, dest)
     except BaseException:
-        if old is not None and not dest.exists():  # the old model was moved aside: put it back
-            os.replace(old, dest)
-        elif old is not None:  # it was never moved: only the empty placeholder is there
-            shutil.rmtree(old, ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if old is not None:
-        shutil.rmtree(old)
 
 
 def main(argv: list[str] | None = None) -> int:

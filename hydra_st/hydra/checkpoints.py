@@ -3,7 +3,8 @@
 A checkpoint folder (``checkpoint-<step>`` or ``checkpoint-final``) holds ``training_state.safetensors`` (the head,
 the flattened AdamW state, the best-dev state and each process's view-dropout generator state) and
 ``trainer_state.json`` (step, config, dev history, the tasks and settings of the run, the fp16 scaler state), so a
-resumed run ends with the uninterrupted run's weights. A checkpoint of another run (other config, tasks, cards, seed
+resumed run ends with the uninterrupted run's weights. The folder is written whole or not at all (built aside, then
+renamed into place). A checkpoint of another run (other config, tasks, cards, seed
 or number of processes) is refused with :class:`CheckpointError`, which names what differs.
 """
 
@@ -11,13 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from hydra_st.utils.io import atomic_save_safetensors, atomic_write_json
+from hydra_st.utils.io import atomic_save_safetensors, atomic_write_json, replace_folder, staging_folder
 
 if TYPE_CHECKING:  # the trainer imports this module; its class is only needed for the annotations
     from .trainer import HydraTrainer
@@ -66,16 +68,31 @@ def save_checkpoint(
     if trainer.best is not None:  # the kept state, so a resumed run ends on the same model selection
         state.update({f"best.{k}": v.detach().cpu() for k, v in trainer.best[2].items()})
     state["rng.view_dropout"] = rng
-    scaler = getattr(accelerator, "scaler", None)
     opt_state = optimizer.state_dict()
     for pid, pstate in opt_state["state"].items():
         for key, value in pstate.items():
             state[f"optim.{pid}.{key}"] = (
                 torch.as_tensor(value).detach().cpu().reshape(-1) if key == "step" else value.detach().cpu()
             )
-    atomic_save_safetensors(ckpt / "training_state.safetensors", state)
+    # built in a staging folder and renamed into place, so a crash never leaves a checkpoint with half its files
+    staging = staging_folder(ckpt)
+    try:
+        _write_checkpoint_files(staging, trainer, epoch, state, opt_state, accelerator)
+        replace_folder(staging, ckpt)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _write_checkpoint_files(
+    folder: Path, trainer: HydraTrainer, epoch: int, state: dict[str, torch.Tensor], opt_state: dict[str, Any],
+    accelerator: Any,
+) -> None:  # fmt: skip
+    """Write the checkpoint's two files (:data:`CHECKPOINT_FILES`) into ``folder``."""
+    scaler = getattr(accelerator, "scaler", None)
+    atomic_save_safetensors(folder / "training_state.safetensors", state)
     atomic_write_json(
-        ckpt / "trainer_state.json",
+        folder / "trainer_state.json",
         {
             "global_step": trainer.global_step,
             "epoch": epoch,

@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ import torch
 from torch import Tensor
 
 from hydra_st.hypencoder.config_checks import RUN_MECHANICS, TrainingSetupError
-from hydra_st.utils.io import atomic_save_safetensors, atomic_write_json
+from hydra_st.utils.io import atomic_save_safetensors, atomic_write_json, replace_folder, staging_folder
 
 CHECKPOINTS = "checkpoints"
 STATE, META, LOG = "training_state.safetensors", "trainer_state.json", "training_log.json"
@@ -158,14 +157,12 @@ def save_checkpoint(
         "train_seconds": state.seconds,
     }
     folder = checkpoint_folder(output, state.step)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    tmp = staging_folder(folder)
     try:
         atomic_save_safetensors(tmp / STATE, {k: v.cpu() for k, v in tensors.items()})
         atomic_write_json(tmp / META, meta)
         atomic_write_json(tmp / LOG, {**state.log, "train_seconds": state.seconds})
-        _make_readable(tmp)
-        swap_in(tmp, folder)
+        replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -366,17 +363,15 @@ def save_run(model: Any, output: Path, config: Any, log: dict[str, Any], own_che
     ``output`` (whose old content, e.g. a replaced model, is then deleted)."""
     from hydra_st.hypencoder.model_card import save_with_card
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
+    tmp = staging_folder(output)
     moved = False
     try:
         save_with_card(model, tmp, model_id=output.name, config=asdict(config))
         atomic_write_json(tmp / "training_log.json", log)
-        _make_readable(tmp)
         if own_checkpoints and (output / CHECKPOINTS).is_dir():
             os.replace(output / CHECKPOINTS, tmp / CHECKPOINTS)
             moved = True
-        swap_in(tmp, output)
+        replace_folder(tmp, output)
     except BaseException:
         if moved and (tmp / CHECKPOINTS).is_dir() and not (output / CHECKPOINTS).exists():
             os.replace(tmp / CHECKPOINTS, output / CHECKPOINTS)  # keep the checkpoints where the run can resume
@@ -389,26 +384,3 @@ def remove_checkpoints(output: Path) -> None:
     folder = output / CHECKPOINTS
     if folder.is_dir() and not folder.is_symlink():
         shutil.rmtree(folder)
-
-
-def swap_in(tmp: Path, target: Path) -> None:
-    """Rename the finished folder ``tmp`` to ``target``; an existing ``target`` is renamed aside first and deleted
-    once ``tmp`` is in place (it is put back if the rename fails)."""
-    if not target.exists():
-        os.replace(tmp, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-    os.replace(target, old)  # onto the new, empty folder
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old)
-
-
-def _make_readable(folder: Path) -> None:
-    # mkdtemp creates folders 0700; give the finished folder the permissions a plain mkdir would have.
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(folder, 0o777 & ~mask)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -99,6 +100,51 @@ def atomic_save_safetensors(
 
     payload = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
     atomic_write_bytes(path, payload)
+
+
+def staging_folder(target: str | os.PathLike[str]) -> Path:
+    """A new, empty sibling folder of ``target`` to build its replacement in (see :func:`replace_folder`).
+
+    It gets the permissions a plain ``mkdir`` would give (``mkdtemp`` makes folders 0700), so a published model
+    folder stays readable by others.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(staging, 0o777 & ~mask)
+    return staging
+
+
+def replace_folder(staging: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Rename the finished folder ``staging`` to ``target``, so that ``target`` is always a whole folder.
+
+    An existing ``target`` is renamed aside first, put back if the rename fails, and deleted only once
+    ``staging`` is in place: a crash leaves the old folder or the new one at ``target`` (and at worst a
+    ``.<name>.*`` sibling to delete). On failure ``staging`` is left for the caller to remove.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "model"
+        >>> target.mkdir(); _ = (target / "v").write_text("old")
+        >>> staging = staging_folder(target); _ = (staging / "v").write_text("new")
+        >>> replace_folder(staging, target)
+        >>> (target / "v").read_text(), staging.exists()
+        ('new', False)
+    """
+    staging, target = Path(staging), Path(target)
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    os.replace(target, old)  # onto the new, empty folder: a rename, nothing is deleted yet
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old)
 
 
 class DuplicateKeyError(ValueError):

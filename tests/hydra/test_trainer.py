@@ -123,6 +123,34 @@ def test_checkpoint_carries_the_fp16_gradient_scale_and_each_process_generator(s
     assert torch.equal(other_gen.get_state(), torch.Generator().manual_seed(17).get_state())  # left as seeded
 
 
+def test_a_checkpoint_write_that_fails_leaves_the_old_checkpoint_whole(setup, tmp_path, monkeypatch):
+    """The checkpoint folder is built aside and renamed into place: a crash after the weights and before
+    trainer_state.json keeps the checkpoint that was there, with both its files, and leaves no staging folder."""
+    from types import SimpleNamespace
+
+    import hydra_st.hydra.checkpoints as checkpoints
+
+    model, tasks, prefs = setup
+    trainer = HydraTrainer(model, tasks, prefs, TrainingConfig(epochs=1, show_progress_bar=False), output_dir=tmp_path)
+    optimizer = torch.optim.AdamW(model.head.parameters())
+    acc = SimpleNamespace(num_processes=1, process_index=0, is_main_process=True, scaler=None)
+    gen = torch.Generator().manual_seed(5)
+    save_checkpoint(trainer, acc, optimizer, 0, gen)
+    folder = tmp_path / "checkpoint-0"
+    before = {name: (folder / name).read_bytes() for name in checkpoints.CHECKPOINT_FILES}
+
+    def full_disk(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(checkpoints, "atomic_write_json", full_disk)
+    with torch.no_grad():
+        next(model.head.parameters()).add_(1.0)  # the new checkpoint would hold other weights
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(trainer, acc, optimizer, 1, gen)
+    assert {name: (folder / name).read_bytes() for name in checkpoints.CHECKPOINT_FILES} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-0"]
+
+
 def test_resuming_a_finished_run_keeps_its_model_selection(setup, tmp_path):
     model, tasks, prefs = setup
     cfg = TrainingConfig(epochs=2, batch_size=8, eval_every=2, show_progress_bar=False)

@@ -139,3 +139,41 @@ def test_load_base_model_refuses_pickled_weights(tiny_st_model_dir: Path, tmp_pa
         load_base_model(str(pickled))
     assert "never loads pickled weights" not in str(no_weights.value)
     assert load_base_model(str(tiny_st_model_dir)).encode(["a cat"]).shape == (1, 32)  # safetensors load as before
+
+
+def test_replace_folder_keeps_the_old_folder_until_the_new_one_is_in_place(tmp_path, monkeypatch):
+    import os
+
+    from hydra_st.utils import io
+
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "weights").write_text("old", encoding="utf-8")
+    staging = io.staging_folder(target)
+    assert staging.parent == tmp_path and staging.name.startswith(".model.")
+    assert staging.stat().st_mode & 0o777 == 0o777 & ~_umask()  # as a plain mkdir, not mkdtemp's 0700
+    (staging / "weights").write_text("new", encoding="utf-8")
+
+    real_replace = os.replace
+
+    def fail_on_the_swap(src, dst):
+        if str(src) == str(staging):
+            raise OSError("rename failed")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(io.os, "replace", fail_on_the_swap)
+    with pytest.raises(OSError, match="rename failed"):
+        io.replace_folder(staging, target)
+    assert (target / "weights").read_text(encoding="utf-8") == "old"  # put back
+    monkeypatch.setattr(io.os, "replace", real_replace)
+    io.replace_folder(staging, target)
+    assert (target / "weights").read_text(encoding="utf-8") == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging or old folder left
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
