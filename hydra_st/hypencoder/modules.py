@@ -25,6 +25,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Module, Transformer
 from torch import Tensor, nn
 
+from hydra_st.hypencoder.initialisation import initialise_hyper_head
 from hydra_st.hypencoder.qnet import QNetConverter, QNetParams, converter_from_config
 
 logger = logging.getLogger(__name__)
@@ -110,45 +111,12 @@ class HyperHead(Module):
             self.skip_value_projection = nn.Linear(hidden_size, d)
             self.skip_hyper_projection = nn.Linear(d, d)
             self.skip_base_vector = nn.Parameter(torch.zeros(1, d))
-        self._initialise(init_seed)
+        initialise_hyper_head(self, init_seed)
 
     @property
     def converter_config(self) -> dict[str, Any]:
         """The converter's config (:meth:`QNetConverter.get_config`), as saved in the module's ``config.json``."""
         return self.converter.get_config()
-
-    @torch.no_grad()
-    def _initialise(self, seed: int) -> None:
-        gen = torch.Generator().manual_seed(seed)
-        n_w = len(self.converter.weight_shapes)
-        for p in self.weight_query_embeddings:
-            p.copy_(torch.randn(p.shape, generator=gen) * 10.0)
-        for p in self.bias_query_embeddings:
-            p.copy_(torch.randn(p.shape, generator=gen) * 10.0)
-        for p in self.hyper_base_matrices:
-            p.copy_(torch.randn(p.shape, generator=gen) * math.sqrt(2.0 / p.shape[-1]))
-        for p in self.hyper_base_vectors:
-            p.zero_()
-        for idx, (k, v) in enumerate(zip(self.key_projections, self.value_projections, strict=False)):
-            for lin in (k, v):
-                _uniform_fan_in(lin, gen, bias=idx >= n_w)
-        for lin in _linears(self.weight_hyper_projection):
-            lin.weight.copy_(torch.randn(lin.weight.shape, generator=gen) / (lin.in_features**2))
-            lin.bias.zero_()
-        for lin in _linears(self.bias_hyper_projection):
-            _uniform_fan_in(lin, gen, bias=True)
-        if self.converter.linear_skip and self.skip_from_pooling:
-            # The skip term carries the base model's score; a zero output layer makes the untrained q-net add 0.
-            self.hyper_base_matrices[-1].zero_()
-            _linears(self.weight_hyper_projection)[-1].weight.zero_()
-        if self.learned_skip:
-            # After the q-net's own parameters, so models without a learned skip keep their initialisation.
-            self.skip_query_embedding.copy_(torch.randn(self.skip_query_embedding.shape, generator=gen) * 10.0)
-            for lin in (self.skip_key_projection, self.skip_value_projection):
-                _uniform_fan_in(lin, gen, bias=False)
-            self.skip_hyper_projection.weight.zero_()  # the correction starts at 0: the skip is the base embedding
-            self.skip_hyper_projection.bias.zero_()
-            self.skip_base_vector.zero_()
 
     # ------------------------------------------------------------------ forward
     @staticmethod
@@ -345,23 +313,6 @@ class HyperHead(Module):
             )
         model.load_state_dict(state)
         return model
-
-
-def _linears(modules: nn.ModuleList) -> list[nn.Linear]:
-    return [m for m in modules if isinstance(m, nn.Linear)]
-
-
-def _uniform_fan_in(lin: nn.Module, gen: torch.Generator, bias: bool) -> None:
-    """torch's default Linear initialisation (uniform, bound 1/sqrt(fan_in)) from a local generator; bias 0 unless
-    ``bias``."""
-    if not isinstance(lin, nn.Linear):
-        raise TypeError(f"expected an nn.Linear to initialise, got {type(lin).__name__}")
-    bound = 1.0 / math.sqrt(lin.in_features)
-    lin.weight.copy_((torch.rand(lin.weight.shape, generator=gen) * 2 - 1) * bound)
-    if bias:
-        lin.bias.copy_((torch.rand(lin.bias.shape, generator=gen) * 2 - 1) * bound)
-    else:
-        lin.bias.zero_()
 
 
 def _to_tensor(x: Any) -> Tensor:

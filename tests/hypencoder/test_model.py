@@ -265,7 +265,7 @@ def test_learned_skip_needs_a_linear_skip_to_correct():
 
 
 def test_initialising_something_else_than_a_linear_layer_is_a_type_error():
-    from hydra_st.hypencoder.modules import _uniform_fan_in
+    from hydra_st.hypencoder.initialisation import _uniform_fan_in
 
     with pytest.raises(TypeError, match="nn.Linear"):
         _uniform_fan_in(torch.nn.LayerNorm(4), torch.Generator().manual_seed(0), bias=True)
