@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,12 +40,14 @@ def _hub_cache() -> Path:
 
 
 def _cached_snapshot(repo_id: str) -> Path | None:
-    repo_dir = _hub_cache() / f"models--{repo_id.replace('/', '--')}"
-    ref = repo_dir / "refs" / "main"
-    if not ref.is_file():
+    """The cached snapshot folder of ``repo_id``'s ``main`` revision that holds a ``modules.json``, or ``None``."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "modules.json", cache_dir=_hub_cache())
+    except Exception:  # noqa: BLE001 - a malformed id or cache: nothing cached to use, never a load failure
         return None
-    snapshot = repo_dir / "snapshots" / ref.read_text(encoding="utf-8").strip()
-    return snapshot if (snapshot / "modules.json").is_file() else None
+    return Path(found).parent if isinstance(found, str) else None
 
 
 def ensure_base_model(model_id: str = DEFAULT_BASE_MODEL) -> Path | None:
@@ -79,19 +80,18 @@ def ensure_base_model(model_id: str = DEFAULT_BASE_MODEL) -> Path | None:
     repo_dir = _hub_cache() / f"models--{repo_id.replace('/', '--')}"
     snapshot = repo_dir / "snapshots" / revision
     (repo_dir / "snapshots").mkdir(parents=True, exist_ok=True)
+    from hydra_st.utils.io import atomic_write_text, replace_folder, staging_folder
+
     if not (snapshot / "modules.json").is_file():
-        # Copy into a temporary sibling, then rename: a concurrent or interrupted seed never leaves a partial model.
-        tmp = Path(tempfile.mkdtemp(prefix=".seed-", dir=repo_dir / "snapshots"))
+        # Copied aside, then renamed: a concurrent or interrupted seed never leaves a partial model.
+        tmp = staging_folder(snapshot)
         try:
             shutil.copytree(source, tmp, dirs_exist_ok=True)
-            if snapshot.exists():
-                shutil.rmtree(snapshot)
-            os.replace(tmp, snapshot)
+            replace_folder(tmp, snapshot)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     (repo_dir / "refs").mkdir(exist_ok=True)
-    from hydra_st.utils.io import atomic_write_text
 
     atomic_write_text(repo_dir / "refs" / "main", revision)
     logger.info("Seeded the Hugging Face cache with %s@%s from %s", repo_id, revision[:8], package)
@@ -169,24 +169,15 @@ def name_loaded_model(model: SentenceTransformer, model_id: str, snapshot: Path 
     if getattr(card_data, "base_model", None) or getattr(card_data, "model_name", None):
         return
     repo_id = _ALIASES.get(model_id, model_id)
-    revision = snapshot.name if snapshot is not None else _cached_revision(repo_id)
+    snapshot = snapshot if snapshot is not None else _cached_snapshot(repo_id)
+    revision = snapshot.name if snapshot is not None and _is_commit(snapshot.name) else None
     card_data.base_model = repo_id
     if revision is not None and not getattr(card_data, "base_model_revision", None):
         card_data.base_model_revision = revision
 
 
-def _cached_revision(repo_id: str) -> str | None:
-    """The commit of the cached snapshot of ``repo_id`` that holds its ``modules.json``, or ``None``."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(repo_id, "modules.json")
-    except Exception:  # noqa: BLE001 - a malformed id or cache: no revision to report, never a load failure
-        return None
-    if not isinstance(found, str):
-        return None
-    name = Path(found).parent.name
-    return name if len(name) == 40 and all(c in "0123456789abcdef" for c in name) else None
+def _is_commit(name: str) -> bool:
+    return len(name) == 40 and all(c in "0123456789abcdef" for c in name)
 
 
 @contextmanager
