@@ -52,7 +52,7 @@ class LoopState:
     Attributes:
         step: optimizer steps done.
         log: the training log (``losses``, ``validation``, ...).
-        best: ``(step, score, state dict)`` of the best validation so far, or ``None``.
+        best: ``(step, score, trained parameters by name)`` of the best validation so far, or ``None``.
         running: the progress bar's running loss.
         seconds: training seconds so far.
     """
@@ -313,13 +313,8 @@ def restore_checkpoint(
         torch.cuda.set_rng_state_all(states)
     best = None
     if meta.get("best") is not None:
-        saved_best = {n: tensors[f"best.{n}"] for n in names}
-        by_id = {id(p): n for n, p in params.items() if n in saved_best}
-        full: dict[str, Tensor] = {}
-        for key, value in model.state_dict(keep_vars=True).items():  # untrained tensors never change: copy them
-            trained_name = by_id.get(id(value))
-            full[key] = saved_best[trained_name].to(value.device) if trained_name else value.detach().clone()
-        best = (int(meta["best"]["step"]), float(meta["best"]["score"]), full)
+        saved_best = {n: tensors[f"best.{n}"].to(params[n].device) for n in names}
+        best = (int(meta["best"]["step"]), float(meta["best"]["score"]), saved_best)
     return LoopState(int(meta["step"]), checkpoint.log, best, meta.get("running_loss"), float(meta["train_seconds"]))
 
 

@@ -226,7 +226,7 @@ def train_hypencoder(
     )
     if checkpoint is None:
         log: dict[str, Any] = {"config": asdict(config), "num_queries": len(examples), "losses": []}
-        best = _validate(model, validation, 0, None, log) if validation is not None else None
+        best = _validate(model, validation, 0, None, log, names) if validation is not None else None
         done, running, seconds = 0, None, 0.0
     else:
         check_identity(checkpoint, identity)
@@ -285,7 +285,7 @@ def train_hypencoder(
         log["losses"].append({"step": step, "loss": value, **parts})  # every step's loss
         bar.set_postfix(loss=f"{running:.4f}", refresh=False)
         if validation is not None and ((step + 1) % eval_every == 0 or step == config.steps - 1):
-            best = _validate(model, validation, step + 1, best, log)
+            best = _validate(model, validation, step + 1, best, log, names)
         if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
             assert output is not None  # checked up front
             if not own_checkpoints:  # a replaced run's checkpoints (overwrite=True) must not mix with this run's
@@ -295,7 +295,10 @@ def train_hypencoder(
             save_checkpoint(output, state, config=config, identity=identity, **carried)
     log["train_seconds"] = seconds + time.perf_counter() - start
     if validation is not None and best is not None:
-        model.load_state_dict(best[2])
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in best[2].items():
+                params[name].copy_(value)
         log["best_step"], log["best_validation"] = best[0], best[1]
     model.eval()
     if output is not None:
@@ -304,15 +307,23 @@ def train_hypencoder(
 
 
 def _validate(
-    model: Hypencoder, validation: Callable[[Hypencoder], float], step: int, best: Any, log: dict[str, Any]
+    model: Hypencoder,
+    validation: Callable[[Hypencoder], float],
+    step: int,
+    best: Any,
+    log: dict[str, Any],
+    names: list[str],
 ) -> Any:
+    """Score the model on the validation queries; a better score than ``best`` becomes the new best, holding a copy
+    of the trained parameters ``names`` only (the frozen ones never change)."""
     model.eval()
     with torch.no_grad():
         score = float(validation(model))
     model.train()
     log.setdefault("validation", []).append({"step": step, "score": score})
     if best is None or score > best[1]:
-        return (step, score, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        params = dict(model.named_parameters())
+        return (step, score, {n: params[n].detach().clone() for n in names})
     return best
 
 

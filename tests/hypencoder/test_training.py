@@ -185,6 +185,26 @@ def test_split_and_early_stopping_restores_best(tiny_st_model):
     assert all(torch.equal(initial[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.parametrize("freeze", [True, False])
+def test_early_stopping_restores_a_middle_steps_trained_and_frozen_parameters(tiny_st_model, freeze):
+    """The kept state holds the trained parameters only: restoring it gives the whole model of the best step."""
+    cfg = HypencoderTrainingConfig(steps=6, batch_size=4, num_negatives=3, qnet_width=8, warmup_steps=1,
+                                   learning_rate=1e-2, freeze_base=freeze)  # fmt: skip
+    model = Hypencoder.from_base(tiny_st_model, converter=cfg.converter(32))
+    seen: dict[int, dict[str, torch.Tensor]] = {}
+    scores = iter([0.0, 0.1, 0.5, 0.2])  # steps 0, 2, 4, 6: step 4 is best
+
+    def validation(m):
+        seen[len(seen) * 2] = {k: v.detach().clone() for k, v in m.state_dict().items()}
+        return next(scores)
+
+    model, log = train_hypencoder(cfg, model=model, data=[synthetic_examples()], validation=validation,
+                                  eval_every=2, show_progress_bar=False)  # fmt: skip
+    assert log["best_step"] == 4
+    assert not all(torch.equal(seen[4][k], v) for k, v in seen[6].items())  # training moved on after step 4
+    assert all(torch.equal(seen[4][k], v) for k, v in model.state_dict().items())
+
+
 def test_teacher_examples_from_pseudo_queries_read_no_qrels(toy_dataset_dir, tiny_st_model, tmp_path):
     import shutil
 
