@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evaluation.hypencoder_report import card_summary, render  # noqa: E402
-from hydra_st.data import available_splits, load_dataset  # noqa: E402
+from hydra_st.data import available_splits, dataset_problem, load_dataset  # noqa: E402
 from hydra_st.evaluation import (  # noqa: E402
     TRAIN_OVERLAP_POOLS,
     evaluate_run,
@@ -80,28 +80,6 @@ def model_outputs(
     given = (model_out, bi_encoder_out, other_models_dir)
     hyp, bi, other = (str(g) if g is not None else str(d) for g, d in zip(given, defaults, strict=True))
     return hyp, bi, other
-
-
-def dataset_problem(names: list[str]) -> str | None:
-    """What is wrong with the ``--datasets`` asked for, in one line, or None when each has a train and a test split.
-
-    An official BEIR dataset that is missing is downloaded here, as loading it would.
-    """
-    from hydra_st.data.beir import resolve_dataset_folder
-
-    for name in names:
-        try:
-            resolve_dataset_folder(name)
-            splits = available_splits(name)
-        except (OSError, ValueError) as exc:
-            return f"--datasets {name}: {exc}"
-        missing = [split for split in ("train", "test") if split not in splits]
-        if missing:
-            return (
-                f"--datasets {name}: no {' or '.join(repr(m) for m in missing)} split (this dataset has {splits}); "
-                "training needs train queries and evaluation a test split"
-            )
-    return None
 
 
 @functools.cache
@@ -245,8 +223,8 @@ def main() -> int:
     )
     args = parser.parse_args()
     names = args.datasets.split(",")
-    if problem := dataset_problem(names):
-        print(f"{parser.prog}: error: {problem}", file=sys.stderr)
+    if problem := dataset_problem(names, ["train", "test"]):  # training needs train queries, evaluation a test split
+        print(f"{parser.prog}: error: --datasets {problem}", file=sys.stderr)
         return 2
     model_out, bi_encoder_out, other_models_dir = model_outputs(
         args.out, args.model_out, args.bi_encoder_out, args.other_models_dir

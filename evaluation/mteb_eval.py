@@ -78,26 +78,6 @@ def load_model(label: str) -> Any:
     return HypencoderMTEBWrapper(model)
 
 
-def dataset_problem(names: list[str], data_dir: str | None, split: str = "test") -> str | None:
-    """What is wrong with the ``--datasets`` asked for, in one line, or None when every one has ``split``.
-
-    An official BEIR dataset that is missing is downloaded here, as loading it would; an unknown name, a folder
-    without a corpus or a dataset without the split is reported before any model is loaded.
-    """
-    from hydra_st.data import available_splits
-    from hydra_st.data.beir import resolve_dataset_folder
-
-    for name in names:
-        try:
-            resolve_dataset_folder(name, data_dir)
-            splits = available_splits(name, data_dir)
-        except (OSError, ValueError) as exc:
-            return f"--datasets {name}: {exc}"
-        if split not in splits:
-            return f"--datasets {name}: no {split!r} split to evaluate (this dataset has {splits})"
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -125,9 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--report-only", action="store_true", help="evaluate nothing; re-render the kept rows")
     args = parser.parse_args(argv)
-    if not args.report_only and (problem := dataset_problem(args.datasets, args.data_dir)):
-        print(f"{parser.prog}: error: {problem}", file=sys.stderr)
-        return 2
+    if not args.report_only:
+        from hydra_st.data import dataset_problem
+
+        if problem := dataset_problem(args.datasets, ["test"], args.data_dir):  # every dataset is evaluated on test
+            print(f"{parser.prog}: error: --datasets {problem}", file=sys.stderr)
+            return 2
 
     from hydra_st.utils.imports import require
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -42,6 +43,7 @@ __all__ = [
     "Query",
     "RetrievalDataset",
     "available_splits",
+    "dataset_problem",
     "load_beir_folder",
     "load_corpus",
     "load_dataset",
@@ -156,6 +158,40 @@ def available_splits(
     """
     folder = resolve_dataset_folder(name_or_path, data_dir, download=False)
     return _splits(folder)
+
+
+def dataset_problem(
+    names: Sequence[str], splits: Sequence[str], data_dir: str | os.PathLike[str] | None = None
+) -> str | None:
+    """What is wrong with the datasets a script was asked for, in one line, or ``None`` when each has ``splits``.
+
+    Meant for a command line to report before any model is loaded. An official BEIR dataset that is missing is
+    downloaded here, as loading it would; an unknown name, a folder without a corpus or a missing split is reported.
+
+    Args:
+        names: dataset names under the data dir, or folders.
+        splits: the qrels splits each must have (``["train", "test"]`` to train and evaluate).
+        data_dir: the data dir for names (default: ``$HYDRA_ST_DATA_DIR``, see :mod:`hydra_st.settings`).
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> root = pathlib.Path(tempfile.mkdtemp()) / "toy"
+        >>> (root / "qrels").mkdir(parents=True)
+        >>> for name in ("corpus.jsonl", "qrels/test.tsv"):
+        ...     _ = (root / name).write_text("")
+        >>> dataset_problem([str(root)], ["train", "test"]).endswith("no 'train' split (this dataset has ['test'])")
+        True
+    """
+    for name in names:
+        try:
+            resolve_dataset_folder(name, data_dir)
+            have = available_splits(name, data_dir)
+        except (OSError, ValueError) as exc:
+            return f"{name}: {exc}"
+        missing = [split for split in splits if split not in have]
+        if missing:
+            return f"{name}: no {' or '.join(repr(m) for m in missing)} split (this dataset has {have})"
+    return None
 
 
 def _splits(folder: Path) -> list[str]:
