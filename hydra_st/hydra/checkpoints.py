@@ -30,6 +30,13 @@ CHECKPOINT_FILES = ("training_state.safetensors", "trainer_state.json")
 """The files of one checkpoint folder."""
 
 
+def check_checkpoint_folder(path: Path) -> None:
+    """Raise ``FileNotFoundError`` unless ``path`` holds a Hydra checkpoint's files (:data:`CHECKPOINT_FILES`);
+    cheap, so a command can check ``--resume-from`` before it loads a model."""
+    if not all((path / name).is_file() for name in CHECKPOINT_FILES):
+        raise FileNotFoundError(f"{path} is not a Hydra checkpoint (needs {' and '.join(CHECKPOINT_FILES)})")
+
+
 class CheckpointError(ValueError):
     """A checkpoint cannot be resumed from: corrupt, of another head, or written by another run (the message says
     which, and the fix)."""
@@ -166,9 +173,8 @@ def load_checkpoint(trainer: HydraTrainer, path: Path, optimizer: torch.optim.Op
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    check_checkpoint_folder(path)
     st_path, js_path = (path / name for name in CHECKPOINT_FILES)
-    if not st_path.is_file() or not js_path.is_file():
-        raise FileNotFoundError(f"{path} is not a Hydra checkpoint (needs {' and '.join(CHECKPOINT_FILES)})")
     try:
         state = load_file(str(st_path))
         meta = json.loads(js_path.read_text(encoding="utf-8"))

@@ -24,7 +24,7 @@ import yaml
 
 from hydra_st.cli.common import non_negative_int, positive_int
 from hydra_st.hub.offline import load_base_model
-from hydra_st.hydra.checkpoints import CHECKPOINT_FILES, CheckpointError
+from hydra_st.hydra.checkpoints import CheckpointError, check_checkpoint_folder
 from hydra_st.hydra.pipeline import (
     PipelineConfig,
     check_datasets,
@@ -170,10 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         check_datasets(config.tasks, args.data_dir)  # a missing dataset first: it is not a missing card
         cards = task_cards(tuple(config.tasks), {**recipe_cards, **dict(args.card)})
         resume = Path(args.resume_from) if args.resume_from else None
-        if resume is not None and not all((resume / f).is_file() for f in CHECKPOINT_FILES):
-            raise FileNotFoundError(
-                f"--resume-from {resume} is not a Hydra checkpoint (needs {', '.join(CHECKPOINT_FILES)})"
-            )
+        if resume is not None:
+            try:
+                check_checkpoint_folder(resume)
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"--resume-from {exc}") from exc
         if main_process or not args.overwrite:  # only the main process deletes; every process refuses alike
             prepare_output_dir(out, overwrite=args.overwrite, resume_from=args.resume_from)
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
