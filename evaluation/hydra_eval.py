@@ -24,7 +24,7 @@ from pathlib import Path
 
 from hydra_st.evaluation import TRAIN_OVERLAP_POOLS, PairedComparison, format_p_value
 from hydra_st.hydra.pipeline import ALL_TASKS, PipelineConfig, kept_untrained_note, run_pipeline
-from hydra_st.utils.io import atomic_write_json, atomic_write_text, replace_folder, staging_folder
+from hydra_st.utils.io import atomic_write_json, atomic_write_text, replacing_folder
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -138,13 +138,8 @@ def publish_model(source: str | os.PathLike[str], dest: str | os.PathLike[str]) 
     dest = check_model_destination(dest)
     if not (source / "modules.json").is_file():
         raise ValueError(f"{source} is not a saved model (no modules.json)")
-    staging = staging_folder(dest)
-    try:
+    with replacing_folder(dest) as staging:
         shutil.copytree(source, staging, dirs_exist_ok=True)  # also gives staging source's permissions
-        replace_folder(staging, dest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:

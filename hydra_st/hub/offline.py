@@ -80,17 +80,12 @@ def ensure_base_model(model_id: str = DEFAULT_BASE_MODEL) -> Path | None:
     repo_dir = _hub_cache() / f"models--{repo_id.replace('/', '--')}"
     snapshot = repo_dir / "snapshots" / revision
     (repo_dir / "snapshots").mkdir(parents=True, exist_ok=True)
-    from hydra_st.utils.io import atomic_write_text, replace_folder, staging_folder
+    from hydra_st.utils.io import atomic_write_text, replacing_folder
 
     if not (snapshot / "modules.json").is_file():
         # Copied aside, then renamed: a concurrent or interrupted seed never leaves a partial model.
-        tmp = staging_folder(snapshot)
-        try:
+        with replacing_folder(snapshot) as tmp:
             shutil.copytree(source, tmp, dirs_exist_ok=True)
-            replace_folder(tmp, snapshot)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
     (repo_dir / "refs").mkdir(exist_ok=True)
 
     atomic_write_text(repo_dir / "refs" / "main", revision)

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from hydra_st.utils.io import atomic_save_safetensors, atomic_write_json, replace_folder, staging_folder
+from hydra_st.utils.io import atomic_save_safetensors, atomic_write_json, replacing_folder
 
 if TYPE_CHECKING:  # the trainer imports this module; its class is only needed for the annotations
     from .trainer import HydraTrainer
@@ -75,46 +74,33 @@ def save_checkpoint(
     if trainer.best is not None:  # the kept state, so a resumed run ends on the same model selection
         state.update({f"best.{k}": v.detach().cpu() for k, v in trainer.best[2].items()})
     state["rng.view_dropout"] = rng
+    scaler = getattr(accelerator, "scaler", None)
     opt_state = optimizer.state_dict()
     for pid, pstate in opt_state["state"].items():
         for key, value in pstate.items():
             state[f"optim.{pid}.{key}"] = (
                 torch.as_tensor(value).detach().cpu().reshape(-1) if key == "step" else value.detach().cpu()
             )
-    # built in a staging folder and renamed into place, so a crash never leaves a checkpoint with half its files
-    staging = staging_folder(ckpt)
-    try:
-        _write_checkpoint_files(staging, trainer, epoch, state, opt_state, accelerator)
-        replace_folder(staging, ckpt)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def _write_checkpoint_files(
-    folder: Path, trainer: HydraTrainer, epoch: int, state: dict[str, torch.Tensor], opt_state: dict[str, Any],
-    accelerator: Any,
-) -> None:  # fmt: skip
-    """Write the checkpoint's two files (:data:`CHECKPOINT_FILES`) into ``folder``."""
-    scaler = getattr(accelerator, "scaler", None)
-    atomic_save_safetensors(folder / "training_state.safetensors", state)
-    atomic_write_json(
-        folder / "trainer_state.json",
-        {
-            "global_step": trainer.global_step,
-            "epoch": epoch,
-            "config": asdict(trainer.config),
-            "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in opt_state["param_groups"]],
-            "best": None if trainer.best is None else {"score": trainer.best[0], "step": trainer.best[1]},
-            "best_dev_per_task": trainer.best_dev_per_task,
-            "history": trainer.history,
-            "processes": accelerator.num_processes,
-            # what else the trajectory depends on: a resume from this checkpoint needs the same (_check_same_run)
-            "tasks": task_identity(trainer),
-            "run_config": trainer.run_config,
-            "grad_scaler": scaler.state_dict() if scaler is not None else None,
-        },
-    )
+    # built aside and renamed into place, so a crash never leaves a checkpoint with half its files
+    with replacing_folder(ckpt) as folder:
+        atomic_save_safetensors(folder / "training_state.safetensors", state)
+        atomic_write_json(
+            folder / "trainer_state.json",
+            {
+                "global_step": trainer.global_step,
+                "epoch": epoch,
+                "config": asdict(trainer.config),
+                "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in opt_state["param_groups"]],
+                "best": None if trainer.best is None else {"score": trainer.best[0], "step": trainer.best[1]},
+                "best_dev_per_task": trainer.best_dev_per_task,
+                "history": trainer.history,
+                "processes": accelerator.num_processes,
+                # what else the trajectory depends on: a resume from this checkpoint needs the same (_check_same_run)
+                "tasks": task_identity(trainer),
+                "run_config": trainer.run_config,
+                "grad_scaler": scaler.state_dict() if scaler is not None else None,
+            },
+        )
 
 
 def task_identity(trainer: HydraTrainer) -> list[dict[str, Any]]:

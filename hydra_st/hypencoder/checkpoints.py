@@ -37,7 +37,13 @@ import torch
 from torch import Tensor
 
 from hydra_st.hypencoder.config_checks import RUN_MECHANICS, TrainingSetupError
-from hydra_st.utils.io import atomic_save_safetensors, atomic_write_json, replace_folder, staging_folder
+from hydra_st.utils.io import (
+    atomic_save_safetensors,
+    atomic_write_json,
+    replace_folder,
+    replacing_folder,
+    staging_folder,
+)
 
 CHECKPOINTS = "checkpoints"
 STATE, META, LOG = "training_state.safetensors", "trainer_state.json", "training_log.json"
@@ -157,15 +163,10 @@ def save_checkpoint(
         "train_seconds": state.seconds,
     }
     folder = checkpoint_folder(output, state.step)
-    tmp = staging_folder(folder)
-    try:
+    with replacing_folder(folder) as tmp:
         atomic_save_safetensors(tmp / STATE, {k: v.cpu() for k, v in tensors.items()})
         atomic_write_json(tmp / META, meta)
         atomic_write_json(tmp / LOG, {**state.log, "train_seconds": state.seconds})
-        replace_folder(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

@@ -147,6 +147,28 @@ def replace_folder(staging: str | os.PathLike[str], target: str | os.PathLike[st
     shutil.rmtree(old)
 
 
+@contextmanager
+def replacing_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Build a replacement for the folder ``target`` in the yielded staging folder; it replaces ``target`` when the
+    block ends without error (:func:`replace_folder`), and is removed when it raises, leaving ``target`` as it was.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "checkpoint-1"
+        >>> with replacing_folder(target) as folder:
+        ...     _ = (folder / "state.json").write_text("{}")
+        >>> sorted(p.name for p in target.iterdir())
+        ['state.json']
+    """
+    staging = staging_folder(target)
+    try:
+        yield staging
+        replace_folder(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 class DuplicateKeyError(ValueError):
     """A JSON object names one key twice; :func:`reject_duplicate_keys` raises it, callers name the file."""
 
