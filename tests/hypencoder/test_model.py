@@ -186,6 +186,9 @@ def test_base_reference_saves_no_transformer_weights(tiny_st_model, tiny_st_mode
     expected = model.similarity(model.encode_query(QUERIES), model.encode_document(DOCS))
     model.save(str(tmp_path / "ref"))
     assert not (tmp_path / "ref" / "model.safetensors").exists()
+    # the type every saved Hypencoder names, also now that the class lives in hypencoder/base_reference.py
+    modules = json.loads((tmp_path / "ref" / "modules.json").read_text())
+    assert modules[0]["type"] == "hydra_st.hypencoder.modules.BaseModelReference"
     again = Hypencoder(str(tmp_path / "ref"))
     torch.testing.assert_close(
         again.similarity(again.encode_query(QUERIES), again.encode_document(DOCS)), expected, atol=1e-5, rtol=1e-5
