@@ -147,7 +147,7 @@ def test_a_store_without_a_fingerprint_gets_a_warning(encoded, tiny_st_model_dir
     meta = json.loads(meta_path.read_text())
     del meta["model_fingerprint"], meta["document_fingerprint"]  # what `hydra-st encode` of an older hydra_st wrote
     meta_path.write_text(json.dumps(meta))
-    with caplog.at_level(logging.WARNING, logger="hydra_st.cli.hypencoder_commands"):
+    with caplog.at_level(logging.WARNING, logger="hydra_st.cli.store_checks"):
         assert main([*retrieve, "--model", str(tiny_st_model_dir)]) == 0
     assert "records no model fingerprint" in caplog.text and "re-run `hydra-st encode`" in caplog.text
 
