@@ -25,7 +25,8 @@ from hydra_st.cli.common import (
     non_negative_int,
     positive_int,
 )
-from hydra_st.cli.store_checks import check_store_model, document_fingerprint, model_fingerprint
+from hydra_st.cli.store_checks import check_store_model, document_fingerprint
+from hydra_st.hub.loading import weights_revision as model_fingerprint  # the whole model's weight fingerprint
 
 if TYPE_CHECKING:
     from torch import Tensor
