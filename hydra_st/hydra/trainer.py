@@ -15,53 +15,24 @@ import copy
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from hydra_st.utils.io import atomic_write_text
 
 from .checkpoints import load_checkpoint, restore_step_state, save_checkpoint
-from .generator import apply_head, calibrate_gate
-from .losses import HydraLoss, ScoreBatch
+from .generator import calibrate_gate
+from .losses import HydraLoss
 from .preferences import Preferences
+from .training_batches import HeadFn, epoch_batches, score_batch, task_tensors
 from .training_config import TrainingConfig
 
 logger = logging.getLogger(__name__)
-
-
-class _HeadFn(nn.Module):
-    """The trainable part as one module (so DDP can wrap it): card features → head → projected embeddings."""
-
-    def __init__(self, head: Any) -> None:  # a HydraHead (not imported: the trainer only needs its parts)
-        super().__init__()
-        self.card_encoder = head.card_encoder
-        self.generator = head.generator
-        self.layer_norm = head.layer_norm
-
-    def forward(
-        self, card_features: torch.Tensor, view_mask: torch.Tensor, queries: torch.Tensor, *docs: torch.Tensor
-    ) -> list[torch.Tensor]:
-        params = self.generator(self.card_encoder.condition(card_features, view_mask))
-        head = [apply_head(params, queries, layer_norm=self.layer_norm, is_query=True)]
-        return head + [apply_head(params, d, layer_norm=self.layer_norm) for d in docs]
-
-
-@dataclass
-class _TaskTensors:
-    name: str
-    card_features: torch.Tensor
-    doc_emb: torch.Tensor
-    query_emb: torch.Tensor
-    candidates: torch.Tensor
-    teacher_scores: torch.Tensor
-    pairs: torch.Tensor
-    confidence: torch.Tensor
 
 
 class HydraTrainer:
@@ -133,7 +104,7 @@ class HydraTrainer:
             raise ValueError(f"no preferences for task(s) {missing}")
         if not tasks:
             raise ValueError("HydraTrainer needs at least one task")
-        self.tasks = [self._tensors(t, preferences[t.name]) for t in tasks]
+        self.tasks = [task_tensors(t, preferences[t.name], self.head) for t in tasks]
         self.task_meta = [{"name": t.name, "train_queries": len(t.train), "source": t.train_source} for t in tasks]
         self._card_fingerprints = [t.card.fingerprint for t in tasks]
         self.run_config = run_config
@@ -145,60 +116,6 @@ class HydraTrainer:
         self._resumed_step_state: tuple[torch.Tensor | None, dict[str, Any] | None] = (None, None)
         self._eval_every = 0  # the dev evaluation interval of the last train() (config.eval_every, or one epoch)
         self._log_path: Path | None = None  # loss_log.jsonl while training (main process, with an output dir)
-
-    def _tensors(self, task: Any, prefs: Preferences) -> _TaskTensors:
-        if list(prefs.query_ids) != list(task.train.ids):
-            raise ValueError(f"{task.name}: preferences were built for other queries; rebuild them")
-        dim = task.doc_embeddings.shape[1]
-        if dim != self.head.in_dim:
-            raise ValueError(f"{task.name}: {dim}-d embeddings but the head expects {self.head.in_dim}-d")
-        feats = self.head.card_encoder.card_features(task.card.to_dict(), self.head.embed_texts)
-        return _TaskTensors(
-            name=task.name,
-            card_features=feats,
-            doc_emb=torch.from_numpy(np.asarray(task.doc_embeddings, dtype=np.float32)),
-            query_emb=torch.from_numpy(np.asarray(task.train.embeddings, dtype=np.float32)),
-            candidates=torch.from_numpy(prefs.candidates),
-            teacher_scores=torch.from_numpy(prefs.teacher_scores),
-            pairs=torch.from_numpy(prefs.pairs),
-            confidence=torch.from_numpy(prefs.confidence),
-        )
-
-    # ------------------------------------------------------------------ batches
-    def _epoch_batches(self, epoch: int) -> list[tuple[int, torch.Tensor]]:
-        gen = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
-        batches: list[tuple[int, torch.Tensor]] = []
-        for ti, t in enumerate(self.tasks):
-            perm = torch.randperm(t.query_emb.shape[0], generator=gen)
-            if self.config.max_queries_per_task:
-                perm = perm[: self.config.max_queries_per_task]
-            bs = self.config.batch_size
-            batches.extend((ti, perm[i : i + bs]) for i in range(0, len(perm), bs) if len(perm[i : i + bs]) >= 2)
-        order = torch.randperm(len(batches), generator=gen).tolist()
-        return [batches[i] for i in order]
-
-    def _score_batch(
-        self, fn: nn.Module, t: _TaskTensors, rows: torch.Tensor, gen: torch.Generator, device
-    ) -> ScoreBatch:
-        cand = t.candidates[rows]
-        mask = cand >= 0
-        q = t.query_emb[rows].to(device)
-        d = t.doc_emb[cand.clamp_min(0)].to(device)  # [B, K, in]
-        pos = d[:, 0]
-        keep = (torch.rand(4, generator=gen) >= self.config.view_dropout).float()
-        qh, dh, ph = fn(t.card_features.to(device), keep.to(device), q, d, pos)
-        scores = torch.einsum("bd,bkd->bk", qh, dh)
-        base = torch.einsum("bd,bkd->bk", q, d)
-        return ScoreBatch(
-            scores=scores,
-            mask=mask.to(device),
-            teacher_scores=t.teacher_scores[rows].to(device),
-            base_scores=base,
-            pairs=t.pairs[rows].to(device),
-            confidence=t.confidence[rows].to(device),
-            query_emb=qh,
-            positive_emb=ph,
-        )
 
     # ------------------------------------------------------------------ init
     @torch.no_grad()
@@ -239,7 +156,7 @@ class HydraTrainer:
         torch.manual_seed(self.config.seed)
         if resume_from is None:
             self.init_base_projection()
-        fn = _HeadFn(self.head)
+        fn = HeadFn(self.head)
         # the fallback gate and the query shift are not trained with the head: they are calibrated afterwards. They
         # are left out of the optimizer, and requires_grad is off too so that autograd (and DDP under torchrun) does
         # not expect a gradient for them.
@@ -252,7 +169,7 @@ class HydraTrainer:
         fn, optimizer = accelerator.prepare(fn, optimizer)
         self.head.train()
         world, rank = accelerator.num_processes, accelerator.process_index
-        per_epoch = len(self._epoch_batches(0)) // world
+        per_epoch = len(epoch_batches(self.tasks, self.config, 0)) // world
         total = per_epoch * self.config.epochs
         start_epoch = self.global_step // max(1, per_epoch)
         bar = tqdm(
@@ -279,12 +196,12 @@ class HydraTrainer:
         for epoch in range(start_epoch, self.config.epochs):
             if stop:
                 break
-            batches = self._epoch_batches(epoch)[rank::world][:per_epoch]
+            batches = epoch_batches(self.tasks, self.config, epoch)[rank::world][:per_epoch]
             skip = self.global_step - epoch * per_epoch
             for bi, (ti, rows) in enumerate(batches):
                 if bi < skip:
                     continue
-                sb = self._score_batch(fn, self.tasks[ti], rows, gen, device)
+                sb = score_batch(fn, self.tasks[ti], rows, gen, device, self.config.view_dropout)
                 loss, parts = self.loss_fn(sb)
                 optimizer.zero_grad()
                 accelerator.backward(loss)
