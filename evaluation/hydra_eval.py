@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from hydra_st.evaluation import TRAIN_OVERLAP_POOLS, PairedComparison, format_p_value
+from hydra_st.hydra.evaluate import GATE_RULES
 from hydra_st.hydra.pipeline import ALL_TASKS, PipelineConfig, kept_untrained_note, run_pipeline
 from hydra_st.utils.io import atomic_write_json, atomic_write_text, replacing_folder
 
@@ -152,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--seed", type=int, default=None, help="training seed (default: the pipeline's, 0)")
     parser.add_argument("--no-gate", action="store_true", help="no fallback gate (the head as trained, every task)")
+    parser.add_argument(
+        "--gate-rule",
+        choices=GATE_RULES,
+        default=PipelineConfig.gate_rule,
+        help="what opens a gate (see hydra_st.hydra.evaluate.GATE_RULES; the published model used positive)",
+    )
     parser.add_argument("--query-shift", action="store_true", help="also calibrate a query-only shift (see README)")
     parser.add_argument(
         "--query-shift-gated", action="store_true", help="with --query-shift: no shift on a task whose dev it lowers"
@@ -167,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         tasks=tuple(args.tasks.split(",")),
         loto=not args.no_loto,
         gated=not args.no_gate,
+        gate_rule=args.gate_rule,
         query_shift=args.query_shift or args.query_shift_gated,
         query_shift_gated=args.query_shift_gated,
     )

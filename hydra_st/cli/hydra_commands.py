@@ -44,6 +44,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="keep every task's trained head (default: a task whose dev queries show no gain gets the base model)",
     )
     qs.add_argument(
+        "--gate-rule",
+        choices=("confident", "positive"),
+        default="confident",
+        help="what opens a task's gate: a dev gain whose 95%% lower bound is above 0 (confident, the default) or any "
+        "positive mean dev gain (positive, the published model's rule)",
+    )
+    qs.add_argument(
         "--query-shift",
         action="store_true",
         help="also fit a query-only shift toward the documents (an option: measured in hydra_findings.md)",
@@ -85,6 +92,7 @@ def quickstart_config(args: argparse.Namespace, tasks: tuple[str, ...]) -> Any:
         tasks=tasks,
         loto=args.loto,
         gated=not args.no_gate,
+        gate_rule=args.gate_rule,
         query_shift=args.query_shift or args.query_shift_gated,
         query_shift_gated=args.query_shift_gated,
     )
@@ -92,6 +100,29 @@ def quickstart_config(args: argparse.Namespace, tasks: tuple[str, ...]) -> Any:
     if args.epochs is not None:
         training = replace(training, epochs=args.epochs)
     return replace(config, training=training)
+
+
+def gate_line(summary: dict[str, Any]) -> str | None:
+    """Two lines on the calibrated gates of a training summary: which opened, and the dev evidence per task.
+
+    Example:
+        >>> print(gate_line({"gates": {"a": 1.0, "b": 0.0}, "gated_dev_gains": {"a": 0.03, "b": 0.01},
+        ...                  "gated_dev_lower_bounds": {"a": 0.004, "b": -0.006}}))
+        gates open: 1 of 2 (a); a closed task gets the base model exactly
+        what decided each (the dev gain's 95% lower bound, open when above 0): a +0.0040, b -0.0060
+    """
+    gates = summary.get("gates")
+    if not gates:
+        return None
+    opened = [t for t, g in gates.items() if g > 0.5]
+    bounds = summary.get("gated_dev_lower_bounds")
+    evidence = bounds if bounds is not None else summary.get("gated_dev_gains") or {}
+    what = "the dev gain's 95% lower bound" if bounds is not None else "the dev gain"
+    per_task = ", ".join(f"{t} {evidence[t]:+.4f}" if t in evidence else f"{t} (no dev queries)" for t in gates)
+    return (
+        f"gates open: {len(opened)} of {len(gates)} ({', '.join(opened) or 'none'}); a closed task gets the base "
+        f"model exactly\nwhat decided each ({what}, open when above 0): {per_task}"
+    )
 
 
 def quickstart(args: argparse.Namespace) -> int:
@@ -114,6 +145,9 @@ def quickstart(args: argparse.Namespace) -> int:
         show_progress_bar=not args.no_progress,
     )
     print(report["table"])
+    gates = gate_line(report["training"])
+    if gates:
+        print(f"\n{gates}")
     print(f"\nmodel saved to {args.output_dir}/model; results in {args.output_dir}/hydra_results.json")
     print(f"total {time.perf_counter() - t0:.0f} s")
     return 0

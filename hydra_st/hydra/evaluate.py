@@ -9,6 +9,7 @@ embeddings with the generated head applied, which equals ``model.encode_document
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -197,6 +198,56 @@ def aggregate_gains(gains: dict[str, float], aggregate: str = "penalized") -> fl
     if aggregate == "min":
         return float(values.min())
     return float(values.mean() + np.minimum(values, 0).mean())
+
+
+GATE_RULES = ("confident", "positive")
+"""How :func:`~hydra_st.hydra.pipeline.train_model` opens a task's gate from its dev queries: ``"confident"``
+(the default) when the one-sided 95% lower bound of the mean per-query dev gain is above 0 (see
+:func:`gain_lower_bound`); ``"positive"`` when the mean dev gain is above 0. Chosen on held-out dev halves, never
+test: ``evaluation/hydra_gate_rule.py``."""
+
+GATE_CONFIDENCE_Z = 1.645
+"""z of the one-sided 95% lower bound that the ``"confident"`` gate rule compares with 0."""
+
+
+def gain_lower_bound(gains: np.ndarray, z: float = GATE_CONFIDENCE_Z) -> float:
+    """One-sided lower confidence bound of a mean per-query gain: ``mean − z · sd / √n``.
+
+    ``-inf`` for fewer than two queries (no spread to judge the mean by), so a gate never opens on one query.
+
+    Example:
+        >>> round(gain_lower_bound(np.array([0.02, 0.03, 0.01, 0.02])), 4)  # a steady gain
+        0.0133
+        >>> gain_lower_bound(np.array([0.3, -0.2, 0.0, -0.04])) < 0  # mean +0.015, but it is noise
+        True
+    """
+    gains = np.asarray(gains, dtype=np.float64)
+    if len(gains) < 2:
+        return -math.inf
+    return float(gains.mean() - z * gains.std(ddof=1) / math.sqrt(len(gains)))
+
+
+def per_query_dev_gains(model: Any, task: Any, queries: Any = None) -> np.ndarray:
+    """Per-query nDCG@10 of Hydra with the task's card minus the base model's, in query order.
+
+    ``queries`` is a :class:`~hydra_st.hydra.tasks.QuerySet` with qrels (default: the task's dev queries).
+    """
+    queries = task.dev if queries is None else queries
+    if not len(queries):
+        return np.zeros(0)
+    base_run = dense_run(queries.embeddings, queries.ids, task.doc_embeddings, task.doc_ids, top_k=100)
+    head_run = hydra_run(model, task.card, queries.ids, queries.embeddings, task.doc_ids, task.doc_embeddings)
+    base = evaluate_run(queries.qrels, base_run, metrics=("ndcg@10",)).by_query("ndcg@10")
+    head = evaluate_run(queries.qrels, head_run, metrics=("ndcg@10",)).by_query("ndcg@10")
+    return np.array([head[q] - base[q] for q in queries.ids if q in base])
+
+
+def dev_gain_lower_bounds(model: Any, tasks: Sequence[Any], z: float = GATE_CONFIDENCE_Z) -> dict[str, float]:
+    """:func:`gain_lower_bound` of each task's per-query dev gains (tasks with two or more dev queries; never test).
+
+    A task left out has no bound to open its gate with, so it stays closed (and every value is finite, for JSON).
+    """
+    return {t.name: gain_lower_bound(per_query_dev_gains(model, t), z) for t in tasks if len(t.dev) >= 2}
 
 
 def base_dev_scores(tasks: Sequence[Any]) -> dict[str, float]:

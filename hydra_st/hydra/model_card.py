@@ -85,8 +85,9 @@ _GENERIC_LIMITATIONS = (
 _GATE_NOTE = """
 
 The head also generates a *gate* that mixes its output with the base embedding. It was calibrated after training
-on each training task's dev queries: a task whose dev score did not improve over the base model gets the base
-model's embeddings exactly (gate 0), and a new card gets a gate in between, by its closeness to those tasks."""
+on each training task's dev queries: a task whose dev queries did not show a gain over the base model (by the
+training's `gate_rule`) gets the base model's embeddings exactly (gate 0), and a new card gets a gate in between,
+by its closeness to those tasks."""
 
 
 _NO_CARD_IS_BASE = (

@@ -19,8 +19,10 @@ import numpy as np
 from hydra_st.utils.io import atomic_write_json, atomic_write_text
 
 from .evaluate import (
+    GATE_RULES,
     aggregate_gains,
     base_dev_scores,
+    dev_gain_lower_bounds,
     dev_gains,
     evaluate_task,
     paired_against_base,
@@ -54,8 +56,11 @@ class PipelineConfig:
         loto: Also train one leave-one-task-out hypernet per task.
         dev_aggregate: Model selection on per-task dev gains over the base (see
             :func:`~hydra_st.hydra.evaluate.aggregate_gains`): ``"mean"``, ``"min"`` or ``"penalized"``.
-        gated: Give the head a fallback gate and calibrate it after training: a task whose dev gain over the base
-            is not positive gets exactly the base model (needs ``out_dim`` = the base dimension).
+        gated: Give the head a fallback gate and calibrate it after training: a task whose dev queries do not show
+            a gain over the base gets exactly the base model (needs ``out_dim`` = the base dimension).
+        gate_rule: What shows a gain (:data:`~hydra_st.hydra.evaluate.GATE_RULES`): ``"confident"``, the one-sided
+            95% lower bound of the mean per-query dev gain is above 0; ``"positive"``, the mean is (the rule of
+            the published model, which opened gates on noise: see evaluation/results/hydra_gate_rule.md).
         query_shift: Give the head a query-only shift toward the documents, calibrated after training (and after
             the gate) by :func:`calibrate_query_shift`.
         query_shift_gated: With ``query_shift``, close the shift on a task whose own dev score it lowers.
@@ -75,10 +80,13 @@ class PipelineConfig:
     loto: bool = True
     dev_aggregate: str = "penalized"
     gated: bool = True
+    gate_rule: str = "confident"
     query_shift: bool = False
     query_shift_gated: bool = False
 
     def __post_init__(self) -> None:
+        if self.gate_rule not in GATE_RULES:
+            raise ValueError(f"gate_rule must be one of {GATE_RULES}, got {self.gate_rule!r}")
         if self.query_shift_gated and not self.query_shift:
             raise ValueError("query_shift_gated=True gates the query shift: set query_shift=True as well")
 
@@ -249,6 +257,13 @@ def load_tasks(
     return tasks
 
 
+def resume_identity(config: PipelineConfig) -> dict[str, Any]:
+    """The pipeline settings a resumed run must share with the run that wrote its checkpoint, so that a resume from
+    another recipe's checkpoint is refused. Tasks and training settings are checked on their own; ``loto`` and
+    ``gate_rule`` act after training, so a resume may change them."""
+    return {k: v for k, v in asdict(config).items() if k not in ("tasks", "training", "loto", "gate_rule")}
+
+
 def train_model(
     base: Any,
     tasks: Sequence[TaskData],
@@ -278,13 +293,14 @@ def train_model(
         output_dir=output_dir,
         dev_evaluator=lambda m: dev_gains(m, tasks, base_dev),
         dev_aggregate=lambda g: aggregate_gains(g, config.dev_aggregate),
-        # what else the run depends on, so that a resume from another recipe's checkpoint is refused
-        run_config={k: v for k, v in asdict(config).items() if k not in ("tasks", "training", "loto")},
+        run_config=resume_identity(config),
     )
     summary = trainer.train(resume_from=resume_from)
     if config.gated:  # after state selection: the gate follows each task's dev gain in the kept state
         # those gains were measured when the state was kept; only a resume that ran no dev step has to re-measure
-        trainer.calibrate_gate(trainer.best_dev_per_task or dev_gains(model, tasks, base_dev))
+        gains = trainer.best_dev_per_task or dev_gains(model, tasks, base_dev)
+        bounds = dev_gain_lower_bounds(model, tasks) if config.gate_rule == "confident" else None
+        trainer.calibrate_gate(gains, lower_bounds=bounds)
         summary = trainer.summary()
     if config.query_shift:
         summary["query_shift"] = calibrate_query_shift(model, tasks, gated=config.query_shift_gated)
@@ -435,7 +451,8 @@ def save_trained_model(
     model_name: str = "hydra-st/hydra-minilm-l6",
 ) -> Path:
     """Save a trained model with its records: the weights, ``hydra_training.json`` (the recipe, the training
-    sources, the steps, the kept dev state and what model selection left out), ``hydra_results.md`` (with
+    sources, the steps, the kept dev state, what model selection left out, and the calibrated gates with their dev
+    evidence), ``hydra_results.md`` (with
     ``results_md``), the model card, and the task cards it was trained on under ``cards/``.
 
     Args:
@@ -462,8 +479,10 @@ def save_trained_model(
         "steps": summary["steps"],
         "best_dev": summary["best_dev"],
     }
-    if summary.get("selection_warnings"):
-        record["selection_warnings"] = summary["selection_warnings"]
+    # why each task's gate is open or closed: the gates and the dev evidence they were calibrated on
+    for key in ("selection_warnings", "gates", "gated_dev_gains", "gated_dev_lower_bounds"):
+        if summary.get(key):
+            record[key] = summary[key]
     atomic_write_json(model_dir / "hydra_training.json", record)
     if results_md is not None:
         atomic_write_text(model_dir / "hydra_results.md", results_md + "\n")

@@ -324,34 +324,43 @@ class HydraTrainer:
         return warnings
 
     @torch.no_grad()
-    def calibrate_gate(self, dev_gains: dict[str, float]) -> dict[str, float]:
-        """Open the fallback gate for tasks whose dev gain over the base is positive, close it for the rest.
+    def calibrate_gate(
+        self, dev_gains: dict[str, float], lower_bounds: dict[str, float] | None = None
+    ) -> dict[str, float]:
+        """Open the fallback gate for tasks whose dev gain over the base is positive (with ``lower_bounds``: whose
+        gain's lower confidence bound is), close it for the rest.
 
-        Tasks missing from ``dev_gains`` (no dev queries) are closed: without evidence, the base model is kept.
+        Tasks missing from the evidence (no dev queries) are closed: without evidence, the base model is kept.
 
         Args:
             dev_gains: Dev nDCG@10 gain over the base model per task name (``hydra_st.hydra.evaluate.dev_gains``).
+            lower_bounds: If given, a task opens only when its lower confidence bound of that gain is above 0
+                (``hydra_st.hydra.evaluate.dev_gain_lower_bounds``: the ``"confident"`` gate rule).
 
         Returns:
             The calibrated gate value per task (about 1: the trained head; about 0: the base model).
         """
         if not self.head.generator.gated:
             raise ValueError("calibrate_gate needs a gated head: build it with Hydra.from_base(..., gated=True)")
+        evidence = dev_gains if lower_bounds is None else lower_bounds
         encoder = self.head.card_encoder
         device = self.head.generator.base_weight.device
         conds = torch.stack([encoder.condition(t.card_features.to(device)) for t in self.tasks])
-        open_ = torch.tensor([dev_gains.get(t.name, float("-inf")) > 0.0 for t in self.tasks])
+        open_ = torch.tensor([evidence.get(t.name, float("-inf")) > 0.0 for t in self.tasks])
         calibrate_gate(self.head.generator, conds.cpu().float(), open_)
         self.head.clear_cache()
         gates = {t.name: float(self.head.generator(c)["gate"]) for t, c in zip(self.tasks, conds, strict=True)}
-        self.history.append({"step": self.global_step, "gates": gates, "gate_dev_gains": dict(dev_gains)})
+        entry: dict[str, Any] = {"step": self.global_step, "gates": gates, "gate_dev_gains": dict(dev_gains)}
+        if lower_bounds is not None:
+            entry["gate_dev_lower_bounds"] = dict(lower_bounds)
+        self.history.append(entry)
         return gates
 
     def summary(self) -> dict[str, Any]:
         """What the run did, JSON-ready: steps, config, tasks, the mean loss of the last 50 steps, the kept dev state
         (``best_dev``: score and step) with the dev history and what selection left out (``selection_warnings``,
-        see :meth:`selection_warnings`), parameter counts, and the calibrated gates with the dev gains they were
-        calibrated on (None before :meth:`calibrate_gate`)."""
+        see :meth:`selection_warnings`), parameter counts, and the calibrated gates with the dev gains (and, with the
+        ``"confident"`` rule, their lower bounds) they were calibrated on (None before :meth:`calibrate_gate`)."""
         losses = [h for h in self.history if "loss" in h]
         last = losses[-50:]
         return {
@@ -367,6 +376,10 @@ class HydraTrainer:
             "gates": next((h["gates"] for h in reversed(self.history) if "gates" in h), None),
             # the per-task dev gains the gates were calibrated on (why each gate is open or closed)
             "gated_dev_gains": next((h["gate_dev_gains"] for h in reversed(self.history) if "gates" in h), None),
+            # with the "confident" rule: the lower bounds of those gains, which decided each gate (> 0: open)
+            "gated_dev_lower_bounds": next(
+                (h.get("gate_dev_lower_bounds") for h in reversed(self.history) if "gates" in h), None
+            ),
         }
 
     def _stale_dev_evaluations(self) -> int:

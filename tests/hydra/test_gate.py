@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -89,4 +91,95 @@ def test_shipped_recipe_parses_and_gates_a_square_head():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.load_recipe(path.with_name("recipe.yaml"))
-    assert config.gated and config.out_dim == 384 and config.training.init == "identity"
+    assert (
+        config.gated
+        and config.gate_rule == "confident"
+        and config.out_dim == 384
+        and config.training.init == "identity"
+    )
+
+
+def test_gain_lower_bound_is_the_one_sided_95_percent_bound():
+    from hydra_st.hydra.evaluate import GATE_CONFIDENCE_Z, gain_lower_bound
+
+    gains = np.array([0.02, 0.03, 0.01, 0.02, 0.04])
+    expected = gains.mean() - GATE_CONFIDENCE_Z * gains.std(ddof=1) / np.sqrt(len(gains))
+    assert gain_lower_bound(gains) == pytest.approx(expected) and expected > 0
+    assert gain_lower_bound(np.array([0.3, -0.2, 0.0, -0.04])) < 0 < np.mean([0.3, -0.2, 0.0, -0.04])
+    assert gain_lower_bound(np.array([0.5])) == -np.inf and gain_lower_bound(np.zeros(0)) == -np.inf
+    assert gain_lower_bound(np.zeros(7)) == 0.0  # no gain at all: not above 0, so the gate stays closed
+
+
+def test_per_query_dev_gains_average_to_the_dev_gain(tiny_st_model):
+    from hydra_st.hydra.evaluate import dev_gain_lower_bounds, gain_lower_bound, per_query_dev_gains
+
+    model = Hydra.from_base(tiny_st_model, out_dim=32, cond_dim=8, rank=2, hidden_dim=16, gated=True)
+    with torch.no_grad():  # a head that differs from the base, so that the gains are not all 0
+        for p in model.head.generator.head_parameters():
+            p.add_(0.2 * torch.randn_like(p, generator=torch.Generator().manual_seed(0)))
+    task, _ = make_task("alpha", 0)
+    gains = per_query_dev_gains(model, task)
+    assert gains.shape == (len(task.dev),) and np.any(gains != 0)
+    assert gains.mean() == pytest.approx(dev_gains(model, [task], base_dev_scores([task]))["alpha"], abs=1e-9)
+    assert dev_gain_lower_bounds(model, [task]) == {"alpha": pytest.approx(gain_lower_bound(gains))}
+    one_query = replace(task, name="one", dev=replace(task.dev, ids=task.dev.ids[:1]))
+    assert dev_gain_lower_bounds(model, [one_query]) == {}  # no bound from one query: its gate stays closed
+
+
+def test_confident_rule_closes_a_gate_whose_positive_gain_is_noise(tiny_st_model):
+    model = Hydra.from_base(tiny_st_model, out_dim=32, cond_dim=8, rank=2, hidden_dim=16, gated=True)
+    (a, pa), (b, pb) = make_task("alpha", 0), make_task("beta", 1)
+    trainer = HydraTrainer(model, [a, b], {"alpha": pa, "beta": pb}, TrainingConfig(epochs=1, batch_size=8))
+    # both gained on dev, but only alpha's lower bound is above 0
+    gates = trainer.calibrate_gate({"alpha": 0.02, "beta": 0.01}, lower_bounds={"alpha": 0.004, "beta": -0.003})
+    assert gates["alpha"] == 1.0 and gates["beta"] < 1e-6
+    summary = trainer.summary()
+    assert summary["gated_dev_gains"] == {"alpha": 0.02, "beta": 0.01}
+    assert summary["gated_dev_lower_bounds"] == {"alpha": 0.004, "beta": -0.003}
+    trainer.calibrate_gate({"alpha": 0.02, "beta": 0.01})  # the "positive" rule opens both
+    assert trainer.summary()["gated_dev_lower_bounds"] is None
+
+
+def test_gate_rule_is_validated_and_reaches_the_config():
+    from hydra_st.cli.hydra_commands import quickstart_config
+    from hydra_st.cli.main import build_parser
+    from hydra_st.hydra.evaluate import GATE_RULES
+    from hydra_st.hydra.pipeline import PipelineConfig
+
+    assert PipelineConfig().gate_rule == "confident"
+    with pytest.raises(ValueError, match="gate_rule must be one of"):
+        PipelineConfig(gate_rule="sometimes")
+
+    def config(*flags):
+        return quickstart_config(build_parser().parse_args(["quickstart", *flags]), ("adi",))
+
+    assert config().gate_rule == "confident" and config("--gate-rule", "positive").gate_rule == "positive"
+    with pytest.raises(SystemExit):
+        config("--gate-rule", "sometimes")
+    parser = build_parser()._subparsers._group_actions[0].choices["quickstart"]  # the flag offers every rule
+    assert set(next(a.choices for a in parser._actions if a.dest == "gate_rule")) == set(GATE_RULES)
+
+
+def test_saved_model_records_its_gates_and_their_evidence(tiny_st_model, tmp_path):
+    import json
+
+    from hydra_st.hydra.pipeline import PipelineConfig, save_trained_model
+
+    model = Hydra.from_base(tiny_st_model, out_dim=32, cond_dim=8, rank=2, hidden_dim=16, gated=True)
+    (a, pa), (b, pb) = make_task("alpha", 0), make_task("beta", 1)
+    trainer = HydraTrainer(model, [a, b], {"alpha": pa, "beta": pb}, TrainingConfig(epochs=1, batch_size=8))
+    trainer.calibrate_gate({"alpha": 0.02, "beta": 0.01}, lower_bounds={"alpha": 0.004, "beta": -0.003})
+    config = PipelineConfig(tasks=("alpha", "beta"), loto=False)
+    save_trained_model(model, tmp_path / "model", config, [a, b], trainer.summary())
+    record = json.loads((tmp_path / "model" / "hydra_training.json").read_text(encoding="utf-8"))
+    assert record["config"]["gate_rule"] == "confident"
+    assert record["gates"]["alpha"] == 1.0 and record["gates"]["beta"] < 1e-6
+    assert record["gated_dev_lower_bounds"] == {"alpha": 0.004, "beta": -0.003}
+    assert record["gated_dev_gains"] == {"alpha": 0.02, "beta": 0.01}
+
+
+def test_a_resume_may_change_the_gate_rule_but_not_the_head():
+    from hydra_st.hydra.pipeline import PipelineConfig, resume_identity
+
+    assert resume_identity(PipelineConfig(gate_rule="positive")) == resume_identity(PipelineConfig())
+    assert resume_identity(PipelineConfig(rank=8)) != resume_identity(PipelineConfig())

@@ -62,6 +62,10 @@ def test_train_evaluate_and_encode_agree(real_tasks, minilm, tmp_path):
     config = PipelineConfig(tasks=("adi", "med"), training=TrainingConfig(epochs=1, show_progress_bar=False))
     model, summary = train_model(minilm, real_tasks, config, output_dir=tmp_path / "train")
     assert summary["steps"] > 0 and (tmp_path / "train" / "loss_log.jsonl").is_file()
+    # the default "confident" gate rule: a gate is open exactly where the dev gain's lower bound is above 0
+    bounds = summary["gated_dev_lower_bounds"]
+    assert set(bounds) == {"adi", "med"} and set(summary["gated_dev_gains"]) == {"adi", "med"}
+    assert {t: g > 0.5 for t, g in summary["gates"].items()} == {t: b > 0 for t, b in bounds.items()}
     cards = {t.name: t.card for t in real_tasks}
     res = evaluate_task(real_tasks[0], model, cards)
     assert set(res) == set(SYSTEMS) - {"hydra_loto"}
@@ -101,6 +105,7 @@ def test_quickstart_cli_end_to_end(beir_data_dir, tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "| adi |" in out and "hydra_loto" in out
+    assert "gates open: " in out and "what decided each (the dev gain's 95% lower bound" in out
     assert (tmp_path / "model" / "hydra_head.py").is_file()
     report = json.loads((tmp_path / "hydra_results.json").read_text())
     assert set(report["training"]["gates"]) == {"adi", "med"}  # the fallback gate was calibrated (the default)

@@ -59,7 +59,9 @@ def test_recipe_with_loto(recipe_script, tmp_path):
     assert recipe_script.load_recipe(_recipe(tmp_path, "loto: false\n")).loto is False
     with pytest.raises(ValueError, match="loto: true is not supported by train.py"):
         recipe_script.load_recipe(_recipe(tmp_path, "loto: true\n"))
-    with pytest.raises(ValueError, match="unknown key 'epochz'; valid keys: cards, dev_aggregate, gated, loto"):
+    with pytest.raises(
+        ValueError, match="unknown key 'epochz'; valid keys: cards, dev_aggregate, gate_rule, gated, loto"
+    ):
         recipe_script.load_recipe(_recipe(tmp_path, "epochz: 3\n"))
 
 
@@ -106,7 +108,7 @@ def test_recipe_values_of_the_wrong_type_are_named_with_the_file(recipe_script, 
 
 def test_unknown_recipe_keys_list_the_valid_keys(recipe_script, tmp_path):
     cases = {
-        "bogus_key: 1\n": "r.yaml: unknown key 'bogus_key'; valid keys: cards, dev_aggregate, gated, loto, n_pseudo",
+        "bogus_key: 1\n": "r.yaml: unknown key 'bogus_key'; valid keys: cards, dev_aggregate, gate_rule, gated, loto",
         "training:\n  epoch: 2\n": "r.yaml: unknown key 'epoch' in training; valid keys: batch_size, checkpoint_every",
         "preferences:\n  bogus: 2\n": "r.yaml: unknown key 'bogus' in preferences; valid keys: candidates, confidence",
     }

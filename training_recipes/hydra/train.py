@@ -227,6 +227,13 @@ def _evaluation_note(summary: dict[str, Any]) -> str:
     per_task = (
         " Per-task dev nDCG@10 gains: " + ", ".join(f"{t} {g:+.4f}" for t, g in gains.items()) + "." if gains else ""
     )
+    bounds = summary.get("gated_dev_lower_bounds")
+    if bounds:  # the "confident" gate rule: these, not the gains, opened the gates
+        per_task += (
+            " Their one-sided 95% lower bounds, which open a gate when above 0: "
+            + ", ".join(f"{t} {b:+.4f}" for t, b in bounds.items())
+            + "."
+        )
     notes = "".join(f"\n\n**Note:** {w}." for w in summary.get("selection_warnings") or ())
     return (
         "Not evaluated on test queries: `training_recipes/hydra/train.py` only trains. "
