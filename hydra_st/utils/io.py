@@ -2,15 +2,19 @@
 
 Everything hydra_st writes to disk (embeddings, indexes, graphs, runs, results, checkpoints) goes through
 these helpers: the data is written to a temporary file in the same folder, flushed, fsynced and renamed over
-the target, so a crash or a full disk never leaves a half-written file where a good one was.
+the target, so a crash or a full disk never leaves a half-written file where a good one was. The temporary file of
+a process killed mid-write is removed by a later write of the same file (:func:`remove_stale_temporaries`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +29,67 @@ def _apply_umask(path: str) -> None:
     mask = os.umask(0)
     os.umask(mask)
     os.chmod(path, 0o666 & ~mask)
+
+
+STALE_TEMPORARY_AGE_S = 600
+"""A temporary sibling untouched this long, whose writer process on this host is gone, is removed (see
+:func:`remove_stale_temporaries`)."""
+
+
+def _host_tag() -> str:
+    # no dots, so that the file name splits unambiguously into target, host, pid and mkstemp's random part
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname() or "host")[:64]
+
+
+def _temporary_prefix(target: Path) -> str:
+    """``.<name>.<host>.<pid>.``: which process on which host writes this temporary file."""
+    return f".{target.name}.{_host_tag()}.{os.getpid()}."
+
+
+def _process_is_gone(pid: int) -> bool:
+    if os.name != "posix":  # os.kill(pid, 0) is a liveness probe only on POSIX (on Windows it sends Ctrl-C)
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, under another user
+        return False
+    return False
+
+
+def remove_stale_temporaries(target: str | os.PathLike[str]) -> list[Path]:
+    """Remove temporary files that :func:`atomic_open` left beside ``target`` when its process was killed mid-write.
+
+    A crash that Python sees removes its own temporary file; a ``SIGKILL`` (the out-of-memory killer, a job
+    scheduler) cannot, and an interrupted write of a large embedding matrix would stay on disk as a hidden
+    ``.<name>.<host>.<pid>.*.tmp`` sibling. Such a file is removed only when all of these hold: this host wrote it,
+    its process no longer runs, and it is older than :data:`STALE_TEMPORARY_AGE_S` (a live writer keeps its file
+    fresh). Anything else (another host's file on a shared disk, an older file name without a process id, a file
+    this user may not delete) is left alone. :func:`atomic_open` calls this before each write.
+
+    Returns:
+        The paths removed.
+    """
+    target = Path(target)
+    pattern = re.compile(re.escape(f".{target.name}.{_host_tag()}.") + r"(\d+)\.[^.]+\.tmp")
+    removed: list[Path] = []
+    try:
+        siblings = list(target.parent.iterdir())
+    except OSError:
+        return removed
+    now = time.time()
+    for path in siblings:
+        match = pattern.fullmatch(path.name)
+        if not match or int(match.group(1)) == os.getpid() or not _process_is_gone(int(match.group(1))):
+            continue
+        try:
+            if path.is_file() and now - path.stat().st_mtime > STALE_TEMPORARY_AGE_S:
+                path.unlink()
+                removed.append(path)
+        except OSError:  # gone already, or not ours to delete
+            continue
+    return removed
 
 
 @contextmanager
@@ -43,7 +108,8 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
         raise ValueError(f"atomic_open supports modes 'w' and 'wb', not {mode!r}")
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    remove_stale_temporaries(target)
+    fd, tmp_name = tempfile.mkstemp(prefix=_temporary_prefix(target), suffix=".tmp", dir=target.parent)
     _apply_umask(tmp_name)
     try:
         handle: IO[Any] = os.fdopen(fd, mode, encoding="utf-8") if mode == "w" else os.fdopen(fd, "wb")

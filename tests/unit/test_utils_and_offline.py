@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +179,50 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid  # exited and reaped: no process has this id now (barring reuse within milliseconds)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the liveness probe of a writer process is POSIX-only")
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path: Path) -> None:
+    from hydra_st.utils import io
+
+    target = tmp_path / "embeddings.npy"
+    host = io._host_tag()
+    old = time.time() - 2 * io.STALE_TEMPORARY_AGE_S
+
+    def leftover(name: str, age: float = old) -> Path:
+        path = tmp_path / name
+        path.write_bytes(b"half a matrix")
+        os.utime(path, (age, age))
+        return path
+
+    dead = _dead_pid()
+    killed = leftover(f".embeddings.npy.{host}.{dead}.abc_12x.tmp")  # this host, writer gone, old: removed
+    fresh = leftover(f".embeddings.npy.{host}.{dead}.def34.tmp", age=time.time())  # maybe still being written
+    running = leftover(f".embeddings.npy.{host}.{os.getppid()}.ghi56.tmp")  # its writer still runs
+    elsewhere = leftover(f".embeddings.npy.otherhost.{dead}.jkl78.tmp")  # another machine on a shared disk
+    legacy = leftover(".embeddings.npy.mno90.tmp")  # the old name, without a writer id
+    other_file = leftover(f".other.npy.{host}.{dead}.pqr12.tmp")  # another target's temporary file
+    atomic_save_numpy(target, np.zeros(3, dtype=np.float32))
+    assert not killed.exists()
+    assert all(p.exists() for p in (fresh, running, elsewhere, legacy, other_file))
+    np.testing.assert_array_equal(load_numpy(target), np.zeros(3))
+    assert io.remove_stale_temporaries(tmp_path / "other.npy") == [other_file]
+
+
+def test_temporary_files_name_their_writer(tmp_path: Path) -> None:
+    from hydra_st.utils import io
+
+    with atomic_open(tmp_path / "run.trec", "w") as f:
+        (name,) = [p.name for p in tmp_path.iterdir()]
+        assert name.startswith(f".run.trec.{io._host_tag()}.{os.getpid()}.") and name.endswith(".tmp")
+        _ = f.write("q1 Q0 d1 1 1.0 x\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.trec"]
