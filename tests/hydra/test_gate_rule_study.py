@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from tests.conftest import load_repo_script
 from tests.hydra.synthetic import make_task
-
-SCRIPT = Path(__file__).resolve().parents[2] / "evaluation" / "hydra_gate_rule.py"
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("hydra_gate_rule_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_repo_script("evaluation/hydra_gate_rule.py")
 
 
 def test_dev_halves_are_disjoint_complete_and_seeded(study):

@@ -3,22 +3,17 @@ refused before training."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "evaluation" / "hydra_eval.py"
+from tests.conftest import load_repo_script
 
 
 @pytest.fixture
 def hydra_eval():
-    spec = importlib.util.spec_from_file_location("hydra_eval_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_repo_script("evaluation/hydra_eval.py")
 
 
 def _model(path: Path, marker: str) -> Path:

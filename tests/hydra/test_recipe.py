@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import yaml
 
+from tests.conftest import load_repo_script
+
 RECIPE_DIR = Path(__file__).resolve().parents[2] / "training_recipes" / "hydra"
 
 
 @pytest.fixture
 def recipe_script():
-    spec = importlib.util.spec_from_file_location("hydra_recipe_train_script", RECIPE_DIR / "train.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_repo_script("training_recipes/hydra/train.py", "hydra_recipe_train_script")
 
 
 def _recipe(tmp_path: Path, extra: str = "") -> Path:

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 from hydra_st.hydra.pipeline import PipelineConfig, kept_untrained_note
 from hydra_st.hydra.trainer import TrainingConfig
+from tests.conftest import load_repo_script
 
-EVALUATION = Path(__file__).resolve().parents[2] / "evaluation"
 FLAG = "training kept step 0 (no improvement on dev): Hydra equals the base model"
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_script", EVALUATION / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_repo_script(f"evaluation/{name}.py")
 
 
 def test_kept_untrained_note():

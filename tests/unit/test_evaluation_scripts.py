@@ -3,7 +3,6 @@ records the command that made it."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import types
@@ -11,14 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_repo_script
 
 
 def _script(name: str) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "evaluation" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_repo_script(f"evaluation/{name}.py", name)
 
 
 @pytest.fixture(scope="module")

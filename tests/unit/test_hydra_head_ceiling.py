@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import types
 
 import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import load_repo_script
 
 
 @pytest.fixture(scope="module")
 def ceiling():
-    spec = importlib.util.spec_from_file_location(
-        "hydra_head_ceiling", REPO_ROOT / "evaluation" / "hydra_head_ceiling.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_repo_script("evaluation/hydra_head_ceiling.py", "hydra_head_ceiling")
 
 
 def _normalised(x: np.ndarray) -> np.ndarray:
