@@ -363,6 +363,7 @@ class HydraTrainer:
         ``"confident"`` rule, their lower bounds) they were calibrated on (None before :meth:`calibrate_gate`)."""
         losses = [h for h in self.history if "loss" in h]
         last = losses[-50:]
+        gated: dict[str, Any] = next((h for h in reversed(self.history) if "gates" in h), {})  # last calibration
         return {
             "steps": self.global_step,
             "config": asdict(self.config),
@@ -373,13 +374,11 @@ class HydraTrainer:
             "selection_warnings": self.selection_warnings(),
             "trainable_parameters": self.head.trainable_parameter_count(),
             "generated_parameters_per_head": self.head.generator.generated_parameter_count(),
-            "gates": next((h["gates"] for h in reversed(self.history) if "gates" in h), None),
+            "gates": gated.get("gates"),
             # the per-task dev gains the gates were calibrated on (why each gate is open or closed)
-            "gated_dev_gains": next((h["gate_dev_gains"] for h in reversed(self.history) if "gates" in h), None),
+            "gated_dev_gains": gated.get("gate_dev_gains"),
             # with the "confident" rule: the lower bounds of those gains, which decided each gate (> 0: open)
-            "gated_dev_lower_bounds": next(
-                (h.get("gate_dev_lower_bounds") for h in reversed(self.history) if "gates" in h), None
-            ),
+            "gated_dev_lower_bounds": gated.get("gate_dev_lower_bounds"),
         }
 
     def _stale_dev_evaluations(self) -> int:
