@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -230,14 +229,14 @@ def rewrite_module_types(root: str | os.PathLike[str]) -> None:
 
 def _copy_companions(source: Path, target: Path) -> None:
     """Copy the pipeline's records beside a model (files atomically; a folder only where the target has none)."""
-    from hydra_st.utils.io import atomic_write_bytes
+    from hydra_st.utils.io import atomic_write_bytes, staging_folder
 
     for name in COMPANION_FILES:
         src, dst = source / name, target / name
         if src.is_file():
             atomic_write_bytes(dst, src.read_bytes())
         elif src.is_dir() and not dst.exists():
-            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=target))  # unique: saves may overlap
+            tmp = staging_folder(dst)  # unique per save: saves may overlap
             try:
                 shutil.copytree(src, tmp, dirs_exist_ok=True)  # also gives tmp the source folder's permissions
                 os.replace(tmp, dst)

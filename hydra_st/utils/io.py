@@ -59,20 +59,23 @@ def _process_is_gone(pid: int) -> bool:
 
 
 def remove_stale_temporaries(target: str | os.PathLike[str]) -> list[Path]:
-    """Remove temporary files that :func:`atomic_open` left beside ``target`` when its process was killed mid-write.
+    """Remove what a killed process left beside ``target``: a temporary file of :func:`atomic_open`, or a staging or
+    set-aside folder of :func:`replace_folder`.
 
-    A crash that Python sees removes its own temporary file; a ``SIGKILL`` (the out-of-memory killer, a job
-    scheduler) cannot, and an interrupted write of a large embedding matrix would stay on disk as a hidden
-    ``.<name>.<host>.<pid>.*.tmp`` sibling. Such a file is removed only when all of these hold: this host wrote it,
-    its process no longer runs, and it is older than :data:`STALE_TEMPORARY_AGE_S` (a live writer keeps its file
-    fresh). Anything else (another host's file on a shared disk, an older file name without a process id, a file
-    this user may not delete) is left alone. :func:`atomic_open` calls this before each write.
+    A crash that Python sees removes its own temporaries; a ``SIGKILL`` (the out-of-memory killer, a job scheduler)
+    cannot, and an interrupted write of a large embedding matrix or model would stay on disk as a hidden
+    ``.<name>.<host>.<pid>.*.tmp`` (or ``*.old``) sibling. Such a sibling is removed only when all of these hold:
+    this host wrote it, its process no longer runs, and it is older than :data:`STALE_TEMPORARY_AGE_S` (a live
+    writer keeps it fresh). A folder is removed only while ``target`` itself is a folder: a kill between the two
+    renames of :func:`replace_folder` leaves no ``target``, and its siblings then hold the only copies. Anything else
+    (another host's file on a shared disk, an older name without a process id, a file this user may not delete) is
+    left alone. :func:`atomic_open` and :func:`staging_folder` call this before each write.
 
     Returns:
         The paths removed.
     """
     target = Path(target)
-    pattern = re.compile(re.escape(f".{target.name}.{_host_tag()}.") + r"(\d+)\.[^.]+\.tmp")
+    pattern = re.compile(re.escape(f".{target.name}.{_host_tag()}.") + r"(\d+)\.[^.]+\.(tmp|old)")
     removed: list[Path] = []
     try:
         siblings = list(target.parent.iterdir())
@@ -84,9 +87,15 @@ def remove_stale_temporaries(target: str | os.PathLike[str]) -> list[Path]:
         if not match or int(match.group(1)) == os.getpid() or not _process_is_gone(int(match.group(1))):
             continue
         try:
-            if path.is_file() and now - path.stat().st_mtime > STALE_TEMPORARY_AGE_S:
+            if now - path.stat().st_mtime <= STALE_TEMPORARY_AGE_S:
+                continue
+            if path.is_file() and match.group(2) == "tmp":
                 path.unlink()
-                removed.append(path)
+            elif path.is_dir() and not path.is_symlink() and target.is_dir():
+                shutil.rmtree(path)
+            else:
+                continue
+            removed.append(path)
         except OSError:  # gone already, or not ours to delete
             continue
     return removed
@@ -172,11 +181,13 @@ def staging_folder(target: str | os.PathLike[str]) -> Path:
     """A new, empty sibling folder of ``target`` to build its replacement in (see :func:`replace_folder`).
 
     It gets the permissions a plain ``mkdir`` would give (``mkdtemp`` makes folders 0700), so a published model
-    folder stays readable by others.
+    folder stays readable by others. Its name, ``.<name>.<host>.<pid>.*.tmp``, lets a later save remove it if this
+    process is killed (:func:`remove_stale_temporaries`).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    remove_stale_temporaries(target)
+    staging = Path(tempfile.mkdtemp(prefix=_temporary_prefix(target), suffix=".tmp", dir=target.parent))
     mask = os.umask(0)
     os.umask(mask)
     os.chmod(staging, 0o777 & ~mask)
@@ -187,8 +198,10 @@ def replace_folder(staging: str | os.PathLike[str], target: str | os.PathLike[st
     """Rename the finished folder ``staging`` to ``target``, so that ``target`` is always a whole folder.
 
     An existing ``target`` is renamed aside first, put back if the rename fails, and deleted only once
-    ``staging`` is in place: a crash leaves the old folder or the new one at ``target`` (and at worst a
-    ``.<name>.*`` sibling to delete). On failure ``staging`` is left for the caller to remove.
+    ``staging`` is in place: a crash leaves the old folder or the new one at ``target``, and at worst a
+    ``.<name>.*`` sibling that the next save removes. Only a kill between the two renames leaves no ``target``; the
+    old folder is then the ``*.old`` sibling and the new one the ``*.tmp`` sibling, and both are kept. On failure
+    ``staging`` is left for the caller to remove.
 
     Example:
         >>> import pathlib, tempfile
@@ -203,7 +216,7 @@ def replace_folder(staging: str | os.PathLike[str], target: str | os.PathLike[st
     if not target.exists():
         os.replace(staging, target)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    old = Path(tempfile.mkdtemp(prefix=_temporary_prefix(target), suffix=".old", dir=target.parent))
     os.replace(target, old)  # onto the new, empty folder: a rename, nothing is deleted yet
     try:
         os.replace(staging, target)

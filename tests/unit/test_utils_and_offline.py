@@ -218,6 +218,38 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path: 
     assert io.remove_stale_temporaries(tmp_path / "other.npy") == [other_file]
 
 
+@pytest.mark.skipif(os.name != "posix", reason="the liveness probe of a writer process is POSIX-only")
+def test_a_killed_saves_staging_folders_are_removed_by_the_next_save_only_while_the_target_is_whole(
+    tmp_path: Path,
+) -> None:
+    from hydra_st.utils import io
+
+    host, dead = io._host_tag(), _dead_pid()
+    old = time.time() - 2 * io.STALE_TEMPORARY_AGE_S
+
+    def leftover_folder(name: str, age: float = old) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        (path / "model.safetensors").write_bytes(b"half a model")
+        os.utime(path, (age, age))
+        return path
+
+    killed_build = leftover_folder(f".model.{host}.{dead}.abc12.tmp")
+    set_aside = leftover_folder(f".model.{host}.{dead}.def34.old")
+    running = leftover_folder(f".model.{host}.{os.getppid()}.ghi56.tmp")
+    # a kill between replace_folder's two renames: no model/, the siblings hold the only copies and are kept
+    assert io.remove_stale_temporaries(tmp_path / "model") == []
+    assert killed_build.exists() and set_aside.exists()
+
+    (tmp_path / "model").mkdir()
+    with io.replacing_folder(tmp_path / "model") as folder:
+        assert folder.name.startswith(f".model.{host}.{os.getpid()}.") and folder.name.endswith(".tmp")
+        (folder / "model.safetensors").write_bytes(b"whole model")
+    assert not killed_build.exists() and not set_aside.exists()
+    assert running.exists()  # its writer still runs
+    assert (tmp_path / "model" / "model.safetensors").read_bytes() == b"whole model"
+
+
 def test_temporary_files_name_their_writer(tmp_path: Path) -> None:
     from hydra_st.utils import io
 
