@@ -232,7 +232,7 @@ def run_encode(args: argparse.Namespace) -> int:
         from hydra_st.hypencoder.encoding import document_vectors
 
         # a frozen-base Hypencoder's document vectors are the base's embeddings: reuse the embedding cache
-        emb = document_vectors(model, doc_ids, doc_texts, cache_dir=args.cache_dir).numpy()
+        emb = document_vectors(model, doc_ids, doc_texts, cache_dir=args.cache_dir, batch_size=args.batch_size).numpy()
     else:
         emb = model.encode_document(
             doc_texts, batch_size=args.batch_size, convert_to_numpy=True, show_progress_bar=True

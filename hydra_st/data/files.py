@@ -222,6 +222,24 @@ def load_queries(path: str | os.PathLike[str]) -> dict[str, Query]:
     return queries
 
 
+def _qrels_rows(path: Path) -> Iterator[list[str]]:
+    """The TSV rows of a qrels file; a row the csv module cannot split raises :class:`DatasetFormatError`."""
+    # QUOTE_NONE keeps one row per line, so the row index is the line number.
+    rows = csv.reader((line for _, line in _decoded_lines(path)), delimiter="\t", quoting=csv.QUOTE_NONE)
+    lineno = 0
+    while True:
+        lineno += 1
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error:  # csv's only complaint under QUOTE_NONE: a lone \r (old Mac line endings, a stray \r)
+            raise DatasetFormatError(
+                path, "a carriage return (\\r) inside the line: convert the line endings to LF (dos2unix)", lineno
+            ) from None
+        yield row
+
+
 def load_qrels(path: str | os.PathLike[str]) -> Qrels:
     r"""Read a qrels TSV with the header ``query-id<TAB>corpus-id<TAB>score``; LF or CRLF line endings.
 
@@ -246,8 +264,7 @@ def load_qrels(path: str | os.PathLike[str]) -> Qrels:
     if not path.is_file():
         raise DatasetFormatError(path, "qrels file not found")
     qrels: Qrels = {}
-    # QUOTE_NONE keeps one row per line, so the row index is the line number.
-    reader = csv.reader((line for _, line in _decoded_lines(path)), delimiter="\t", quoting=csv.QUOTE_NONE)
+    reader = _qrels_rows(path)
     header = next(reader, None)
     if header is None:
         raise DatasetFormatError(path, "empty file: expected the header 'query-id\\tcorpus-id\\tscore'", 1)

@@ -171,7 +171,10 @@ def evaluate_run(
         if name not in names_of[str(measure)]:
             names_of[str(measure)].append(name)
     judged = {str(q): {str(d): int(g) for d, g in docs.items()} for q, docs in qrels.items()}
-    scored = {str(q): {str(d): float(s) for d, s in docs.items()} for q, docs in run.items() if q in judged and docs}
+    # ids are compared as strings on both sides: a run keyed by int ids must match qrels read from a file
+    scored = {
+        str(q): {str(d): float(s) for d, s in docs.items()} for q, docs in run.items() if str(q) in judged and docs
+    }
     per_query: dict[str, dict[str, float]] = {qid: dict.fromkeys(names, 0.0) for qid in judged}
     if scored:
         for metric in ir_measures.iter_calc(unique_measures, judged, scored):

@@ -111,6 +111,8 @@ def read_trec_run(path: str | os.PathLike[str]) -> dict[str, dict[str, float]]:
                 score = float(raw_score)
             except ValueError:
                 raise RunFormatError(f"{path}:{lineno}: score {raw_score!r} is not a number") from None
+            if not math.isfinite(score):  # write_trec_run refuses these too: a nan ranks differently per metric
+                raise RunFormatError(f"{path}:{lineno}: score {raw_score!r} is not finite")
             docs = run.setdefault(qid, {})
             if doc_id in docs:
                 raise RunFormatError(f"{path}:{lineno}: document {doc_id!r} listed twice for query {qid!r}")

@@ -23,7 +23,7 @@ MAX_DESCRIPTION_CHARS = 2000
 MAX_FIELD_CHARS = 500
 MAX_EXAMPLES = 8
 MAX_EXAMPLE_CHARS = 1000
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")  # used with fullmatch: '$' would pass "name\n"
 _FIELDS = ("name", "description", "domain", "query_type", "example_queries", "example_documents", "relevance")
 _YAML_SUFFIXES = (".yaml", ".yml")
 _CARD_SUFFIXES = (*_YAML_SUFFIXES, ".json")
@@ -97,7 +97,7 @@ class TaskCard:
         """Raise :class:`TaskCardError` naming the first problem found."""
         if not isinstance(self.name, str) or not self.name.strip():
             raise TaskCardError("TaskCard.name must be a non-empty string, e.g. name='scifact'")
-        if len(self.name) > MAX_NAME_CHARS or not _NAME_RE.match(self.name):
+        if len(self.name) > MAX_NAME_CHARS or not _NAME_RE.fullmatch(self.name):
             raise TaskCardError(
                 f"TaskCard.name {self.name!r} must be at most {MAX_NAME_CHARS} characters of letters, digits, "
                 "'_', '.', '-', starting with a letter or digit"
@@ -158,7 +158,7 @@ class TaskCard:
         """Build a card from a mapping, rejecting unknown keys and wrong types with a clear error."""
         if not isinstance(data, dict):
             raise TaskCardError(f"a task card must be a mapping of fields, got {type(data).__name__}")
-        unknown = sorted(set(data) - set(_FIELDS))
+        unknown = sorted(set(data) - set(_FIELDS), key=str)  # YAML keys may be numbers: `1: x`
         if unknown:
             raise TaskCardError(f"unknown task card field(s) {unknown}; allowed fields are {list(_FIELDS)}")
         missing = [k for k in ("name", "description") if k not in data]

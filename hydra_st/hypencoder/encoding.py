@@ -23,6 +23,7 @@ def document_vectors(
     doc_texts: list[str],
     cache_dir: str | None = None,
     show_progress_bar: bool = True,
+    batch_size: int = 32,
 ) -> Tensor:
     """Document vectors ``[n_docs, d]`` of a Hypencoder, from an on-disk cache where one applies.
 
@@ -39,6 +40,7 @@ def document_vectors(
         doc_texts: document texts, aligned with ``doc_ids``.
         cache_dir: cache root (default: ``$HYDRA_ST_CACHE_DIR`` or ``~/.cache/hydra_st``).
         show_progress_bar: show a progress bar while encoding.
+        batch_size: documents encoded together.
 
     Returns:
         A float32 CPU tensor, one row per document, in ``doc_ids`` order.
@@ -60,15 +62,17 @@ def document_vectors(
     kinds = (Transformer, Pooling, Normalize)  # the base sentence-transformer's modules: its cache (checked below)
     if len(doc_route) == 3 and all(isinstance(m, kind) for m, kind in zip(doc_route, kinds, strict=True)):
         base = SentenceTransformer(modules=doc_route, device=str(model.device))
-        vecs = DenseTeacher(base, cache_dir=cache_dir, show_progress_bar=show_progress_bar).encode_corpus(
-            doc_ids, doc_texts
-        )
+        vecs = DenseTeacher(
+            base, batch_size=batch_size, cache_dir=cache_dir, show_progress_bar=show_progress_bar
+        ).encode_corpus(doc_ids, doc_texts)
         check = model.encode_document(doc_texts[:4], convert_to_numpy=True)
         if np.allclose(check, vecs[:4], atol=1e-4):
             return torch.from_numpy(np.array(vecs))
     if not any(isinstance(m, Normalize) for m in doc_route):  # the DenseTeacher cache holds normalised vectors
-        return model.encode_document(doc_texts, convert_to_tensor=True, show_progress_bar=show_progress_bar).cpu()
-    teacher = DenseTeacher(model, cache_dir=cache_dir, show_progress_bar=show_progress_bar)
+        return model.encode_document(
+            doc_texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=show_progress_bar
+        ).cpu()
+    teacher = DenseTeacher(model, batch_size=batch_size, cache_dir=cache_dir, show_progress_bar=show_progress_bar)
     return torch.from_numpy(np.array(teacher.encode_corpus(doc_ids, doc_texts)))
 
 

@@ -94,11 +94,15 @@ class ModelSearch(BaseSearch):
             raise ValueError("BEIR search needs a non-empty corpus and at least one query")
         doc_ids = list(corpus)
         query_ids = list(queries)
-        common = {"batch_size": self.batch_size, "convert_to_tensor": True, **self.encode_kwargs}
+        # encode_kwargs win over the defaults, show_progress_bar included
+        common = {"batch_size": self.batch_size, "convert_to_tensor": True}
         docs = self.model.encode_document(
-            [beir_document_text(corpus[d]) for d in doc_ids], show_progress_bar=self.show_progress_bar, **common
+            [beir_document_text(corpus[d]) for d in doc_ids],
+            **{**common, "show_progress_bar": self.show_progress_bar, **self.encode_kwargs},
         )
-        encoded = self.model.encode_query([queries[q] for q in query_ids], show_progress_bar=False, **common)
+        encoded = self.model.encode_query(
+            [queries[q] for q in query_ids], **{**common, "show_progress_bar": False, **self.encode_kwargs}
+        )
         scores, indices = exhaustive_search(encoded, docs, top_k=top_k, scorer=self.model.similarity)
         return to_run(query_ids, doc_ids, scores, indices)
 

@@ -134,6 +134,8 @@ def exhaustive_search(
     if q_all.dim() == 1:
         q_all = q_all.unsqueeze(0)
     k = min(top_k, n_docs)
+    if len(q_all) == 0:  # no query, no result: an empty [0, k] answer rather than a failed torch.cat
+        return torch.empty(0, k, device=q_all.device), torch.empty(0, k, dtype=torch.long, device=q_all.device)
     chunk = chunk_size or default_chunk_size(min(query_batch_size, len(q_all)), hidden=_hidden_width(docs))
     out_scores, out_idx = [], []
     starts = range(0, n_docs, chunk)

@@ -282,6 +282,11 @@ class HydraHead(Module):
             config = cls.load_config(model_name_or_path=model_name_or_path, **hub_kwargs)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{where}/config.json does not parse ({exc}): re-save or re-download the model") from exc
+        if not isinstance(config, dict):
+            raise ValueError(
+                f"{where}/config.json holds a {type(config).__name__}, not a HydraHead config object: "
+                "re-save or re-download the model"
+            )
         for key, value in (init_defaults or {}).items():  # as in sentence-transformers: the saved config wins
             if key in cls.config_keys:
                 config.setdefault(key, value)

@@ -211,3 +211,14 @@ def test_similarity_names_the_fix_when_base_embeddings_meet_hydra_ones(tiny_hydr
         tiny_hydra.similarity(queries, base_documents)
     with pytest.raises(ValueError, match="16-d and 32-d"):
         tiny_hydra.similarity_pairwise(documents, base_documents)
+
+
+@pytest.mark.parametrize("payload", ["null", "7", '["rank", 7]'])
+def test_a_head_config_that_is_no_object_fails_clearly(tiny_hydra, tmp_path, payload):
+    path = tmp_path / "m"
+    tiny_hydra.save(str(path))
+    (path / "3_HydraHead" / "config.json").write_text(payload)
+    with pytest.raises(ValueError, match="not a HydraHead config object: re-save or re-download"):
+        Hydra(str(path))
+    with pytest.raises(ValueError, match="not a HydraHead config object"):  # the remote-code copy says the same
+        SentenceTransformer(str(path), trust_remote_code=True)

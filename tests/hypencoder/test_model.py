@@ -284,3 +284,11 @@ def test_the_family_exports_its_loss_training_and_converter():
                 "train_hypencoder": train_hypencoder, "convert_checkpoint": convert_checkpoint}  # fmt: skip
     for name, obj in exported.items():
         assert name in hypencoder.__all__ and getattr(hypencoder, name) is obj
+
+
+def test_a_hyper_head_config_that_is_no_object_fails_clearly(hyp, tmp_path):
+    hyp.save(str(tmp_path / "m"))
+    cfg_path = next(p for p in (tmp_path / "m").rglob("config.json") if "converter_config" in p.read_text())
+    cfg_path.write_text("null")
+    with pytest.raises(ValueError, match="not a hyper-head config object; re-save or re-download"):
+        Hypencoder(str(tmp_path / "m"))
