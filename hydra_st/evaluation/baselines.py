@@ -98,11 +98,15 @@ class BaselineSuite:
             elif retriever == "dense":
                 self._runs[retriever] = self.dense.search(self.queries, top_k=max(self.top_k, self.rrf_depth))
             else:
+                # fuse the rankers' stored runs (depth max(top_k, rrf_depth)), not their top_k cuts, so that
+                # rrf_depth is honoured when top_k is smaller
+                for ranker in ("bm25", "dense"):
+                    self.run(ranker)
                 self._runs[retriever] = reciprocal_rank_fusion(
-                    [self.run("bm25"), self.run("dense")], k=self.rrf_k, depth=self.rrf_depth
+                    [self._runs["bm25"], self._runs["dense"]], k=self.rrf_k, depth=self.rrf_depth
                 )
         run = self._runs[retriever]
-        return run if retriever == "rrf" else {q: dict(list(d.items())[: self.top_k]) for q, d in run.items()}
+        return {q: dict(list(d.items())[: self.top_k]) for q, d in run.items()}
 
     def evaluate(self, retriever: str, metrics: Sequence[str] = DEFAULT_METRICS) -> tuple[Run, EvaluationResult]:
         """Run ``retriever`` and score it on the split's qrels."""

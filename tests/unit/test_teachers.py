@@ -116,3 +116,21 @@ def test_dense_teacher_search(tiny_st_model, tmp_path: Path, toy_dataset_dir: Pa
 def test_bm25_empty_corpus_error_says_what_to_pass() -> None:
     with pytest.raises(ValueError, match=r"empty corpus \(0 documents given\): pass at least one id and its text"):
         BM25Teacher().index([], [])
+
+
+def test_baseline_rrf_fuses_to_rrf_depth_and_is_cut_to_top_k(tiny_st_model, tmp_path: Path) -> None:
+    from hydra_st.data import Document, Query, RetrievalDataset
+    from hydra_st.evaluation.baselines import BaselineSuite
+
+    words = "cats dogs rain stock market clouds purr bark fell water".split()
+    docs = {
+        f"d{i}": Document(f"d{i}", "", f"{words[i % 10]} {words[i * 3 % 10]} {words[i * 7 % 10]} doc {i}")
+        for i in range(60)
+    }
+    dataset = RetrievalDataset("toy", "test", docs, {"q1": Query("q1", "cats rain stock")}, {"q1": {"d0": 1}})
+    suite = BaselineSuite(
+        dataset, top_k=5, rrf_depth=20, model=tiny_st_model, cache_dir=str(tmp_path), show_progress_bar=False
+    )
+    fused = suite.run("rrf")["q1"]
+    full = reciprocal_rank_fusion([suite._runs["bm25"], suite._runs["dense"]], k=60, depth=20)["q1"]
+    assert list(fused) == list(full)[:5]  # the top 5 of a depth-20 fusion, not a fusion of each ranker's top 5
