@@ -155,7 +155,94 @@ def check_same_run(trainer: HydraTrainer, path: Path, meta: dict[str, Any], proc
         )
 
 
+def _corrupt(path: Path, what: str) -> CheckpointError:
+    """The error for a damaged checkpoint: what is wrong, and the fix."""
+    return CheckpointError(f"checkpoint {path} is corrupt ({what}); resume from an earlier checkpoint or start over")
+
+
+def _check_meta(path: Path, meta: Any) -> None:
+    """Refuse a ``trainer_state.json`` whose fields the resume reads are missing or of the wrong type.
+
+    Checked before anything is restored, so a damaged file fails as a :class:`CheckpointError` naming the
+    checkpoint instead of an ``AttributeError``/``KeyError`` halfway through the restore.
+    """
+    if not isinstance(meta, dict):
+        raise _corrupt(path, f"trainer_state.json holds a {type(meta).__name__}, not an object")
+    if "global_step" not in meta:
+        raise _corrupt(path, "trainer_state.json has no global_step")
+    step = meta["global_step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:  # bool is an int subclass
+        raise _corrupt(path, f"trainer_state.json: global_step is {step!r}, not a non-negative integer")
+    best = meta.get("best")
+    if best is not None and not (
+        isinstance(best, dict)
+        and isinstance(best.get("score"), int | float)
+        and not isinstance(best.get("score"), bool)
+        and isinstance(best.get("step"), int)
+        and not isinstance(best.get("step"), bool)
+    ):
+        raise _corrupt(path, f"trainer_state.json: best is {best!r}, not {{'score': <number>, 'step': <int>}}")
+    if not isinstance(meta.get("history", []), list):
+        raise _corrupt(path, "trainer_state.json: history is not a list")
+    tasks = meta.get("tasks")
+    if tasks is not None and not (isinstance(tasks, list) and all(isinstance(t, dict) for t in tasks)):
+        raise _corrupt(path, "trainer_state.json: tasks is not a list of objects")
+    processes = meta.get("processes")
+    if processes is not None and (isinstance(processes, bool) or not isinstance(processes, int)):
+        raise _corrupt(path, f"trainer_state.json: processes is {processes!r}, not an integer")
+
+
+def _optimizer_state(path: Path, state: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> dict[int, Any]:
+    """The per-parameter AdamW state stored in ``state`` (``optim.<pid>.<key>``), checked against ``optimizer``.
+
+    ``Optimizer.load_state_dict`` takes any tensors: a missing moment or one of the wrong shape would only fail
+    inside the first ``optimizer.step`` (or, broadcast, train on silently), so keys and shapes are checked here.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    # AdamW keeps these per parameter; amsgrad adds the running maximum
+    expected = {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if optimizer.defaults.get("amsgrad") else set())
+    found: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in state.items():
+        if not name.startswith("optim."):
+            continue
+        pid_text, _, key = name[len("optim.") :].partition(".")
+        if not pid_text.isdigit() or int(pid_text) >= len(params):
+            raise _corrupt(path, f"{name}: this optimizer has {len(params)} parameters")
+        found.setdefault(int(pid_text), {})[key] = value
+    if found and len(found) != len(params):  # every trained parameter gets a gradient, so each has a state
+        missing = sorted(set(range(len(params))) - set(found))
+        raise _corrupt(path, f"no optimizer state for parameter(s) {missing}")
+    for pid, keys in sorted(found.items()):
+        if set(keys) != expected:
+            raise _corrupt(path, f"optimizer state of parameter {pid} has {sorted(keys)}, expected {sorted(expected)}")
+        if keys["step"].numel() != 1:
+            raise _corrupt(path, f"optim.{pid}.step has shape {tuple(keys['step'].shape)}, expected one value")
+        keys["step"] = keys["step"].reshape(())
+        for key in expected - {"step"}:
+            if keys[key].shape != params[pid].shape:
+                raise _corrupt(
+                    path,
+                    f"optim.{pid}.{key} has shape {tuple(keys[key].shape)}, its parameter {tuple(params[pid].shape)}",
+                )
+    return found
+
+
+def _check_finite(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """Refuse NaN or infinite weights or optimizer moments: resumed, they would train on (or evaluate) silently
+    to a NaN model."""
+    for name, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise _corrupt(path, f"{name} holds NaN or infinite values")
+
+
 def load_checkpoint(trainer: HydraTrainer, path: Path, optimizer: torch.optim.Optimizer, processes: int = 1) -> None:
+    """Restore the head, the optimizer, the step and the best-dev state of checkpoint ``path`` into ``trainer``.
+
+    Raises:
+        CheckpointError: The checkpoint is corrupt (unreadable files, a damaged ``trainer_state.json``,
+            optimizer state that does not fit the parameters, non-finite tensors), of another head, or written
+            by another run.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -165,22 +252,20 @@ def load_checkpoint(trainer: HydraTrainer, path: Path, optimizer: torch.optim.Op
         state = load_file(str(st_path))
         meta = json.loads(js_path.read_text(encoding="utf-8"))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt ({exc}); resume from an earlier checkpoint or start over"
-        ) from exc
+        raise _corrupt(path, str(exc)) from exc
+    _check_meta(path, meta)
     check_same_run(trainer, path, meta, processes)
+    _check_finite(path, state)
     head_state = {k[5:]: v for k, v in state.items() if k.startswith("head.")}
     try:
         trainer.head.load_state_dict(head_state)
     except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {path} does not match this model's head ({exc})") from exc
+        raise CheckpointError(
+            f"checkpoint {path} does not match this model's head ({exc}); resume from a checkpoint of this run "
+            "or start over"
+        ) from exc
     opt_state = optimizer.state_dict()
-    for pid in range(len(opt_state["param_groups"][0]["params"])):
-        keys = {k.split(".", 2)[2]: v for k, v in state.items() if k.startswith(f"optim.{pid}.")}
-        if keys:
-            if "step" in keys:
-                keys["step"] = keys["step"].reshape(())
-            opt_state["state"][pid] = keys
+    opt_state["state"].update(_optimizer_state(path, state, optimizer))
     optimizer.load_state_dict(opt_state)
     trainer.global_step = int(meta["global_step"])
     # the step loop's own state, restored by _restore_step_state once the generator and the scaler exist

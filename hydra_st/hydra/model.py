@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.modules import Normalize
 
 from .modules import REMOTE_CLASS_REF, HydraHead
 
@@ -54,11 +55,33 @@ class Hydra(SentenceTransformer):
                     f"{model_name_or_path}: its modules.json lists no HydraHead as the last module, so this is not a "
                     "Hydra model (load it with SentenceTransformer, or re-save the Hydra model)"
                 ) from None
+        modules = list(self._modules.values())
+        if modules and isinstance(modules[-1], HydraHead):
+            self._check_unit_input(model_name_or_path)
         name_local_model(self, model_name_or_path)
         # remembered so that saving an unchanged loaded model keeps its card and records (see save)
         source = Path(model_name_or_path) if isinstance(model_name_or_path, str | os.PathLike) else None
         self._loaded_from = source if source is not None and source.is_dir() else None
         self._loaded_head_digest = self._head_digest() if model_name_or_path is not None else None
+
+    def _check_unit_input(self, where: str | None) -> None:
+        """Refuse a head whose input is not L2-normalised by a ``Normalize`` module just before it.
+
+        Training, the preference teachers and ``hydra_run`` feed the head unit-length base embeddings
+        (``normalize_embeddings=True``); ``encode_query``/``encode_document`` feed it what the base modules return.
+        Only a final ``Normalize`` makes the two the same, so without one the saved model scores otherwise than
+        it was trained and evaluated.
+        """
+        base = self.base_modules()
+        if base and isinstance(base[-1], Normalize):
+            return
+        last = type(base[-1]).__name__ if base else "nothing"
+        raise ValueError(
+            f"{where or 'this Hydra model'}: the module before the HydraHead is {last}, not Normalize, so encode "
+            "would feed the head unnormalised embeddings while training and hydra_run feed it unit vectors. Insert "
+            "sentence_transformers.sentence_transformer.modules.Normalize() before the head (Hydra.from_base adds "
+            "it), e.g. Hydra(modules=[*base_modules, Normalize(), head]), and re-save the model"
+        )
 
     def _head_digest(self) -> str:
         from hydra_st.utils.hashing import fingerprint_model
@@ -84,6 +107,9 @@ class Hydra(SentenceTransformer):
         query_shift: bool = False,
     ) -> Hydra:
         """Build an (untrained) Hydra on a frozen base model.
+
+        The head works on unit-length base embeddings (as training and ``hydra_run`` give it), so a base whose last
+        module is not ``Normalize`` gets one appended; cosine scores of the base model itself are unchanged by it.
 
         Args:
             base: A SentenceTransformer, a model id/path, or None for the offline all-MiniLM-L6-v2.
@@ -111,6 +137,9 @@ class Hydra(SentenceTransformer):
                 break
         if in_dim is None:
             raise ValueError("the base model does not report its embedding dimension; add a Pooling module")
+        if not isinstance(modules[-1], Normalize):
+            # the head is trained on unit-length base embeddings; encode must give it the same (_check_unit_input)
+            modules.append(Normalize())
         head = HydraHead(
             in_dim=in_dim,
             out_dim=out_dim,
@@ -180,17 +209,24 @@ class Hydra(SentenceTransformer):
 
         A model loaded from a folder and saved with its head unchanged keeps that folder's model card and its
         training and evaluation records (``hydra_training.json``, ``hydra_results.md``, ``cards/``), as
-        sentence-transformers keeps a loaded card; a changed head gets a new card.
+        sentence-transformers keeps a loaded card; a changed head gets a new card. Records already in ``path``
+        that are not this model's (another model saved there before, or this model before it changed) are
+        removed, so the folder and its card never report a run the saved weights did not come from.
         """
         if not safe_serialization:
             raise ValueError("Hydra saves safetensors only; drop safe_serialization=False")
         unchanged = self._loaded_head_digest is not None and self._head_digest() == self._loaded_head_digest
-        super().save(path, model_name=model_name, create_model_card=False, train_datasets=train_datasets)
-        rewrite_module_types(path)
         target = Path(path)
         source = self._loaded_from
-        if unchanged and source is not None and source.resolve() != target.resolve():
-            _copy_companions(source, target)
+        # only an unchanged model saved back where it was loaded from already has its own records in place
+        saving_back = source is not None and target.is_dir() and source.resolve() == target.resolve()
+        super().save(path, model_name=model_name, create_model_card=False, train_datasets=train_datasets)
+        rewrite_module_types(path)
+        if not (unchanged and saving_back):
+            # removed once the new weights are in place: from then on the old records describe no model here
+            _remove_companions(target)
+            if unchanged and source is not None:
+                _copy_companions(source, target)
         if not create_model_card:
             return
         from hydra_st.utils.io import atomic_write_text
@@ -199,7 +235,7 @@ class Hydra(SentenceTransformer):
 
         if unchanged and self._model_card_text and model_name is None:
             atomic_write_text(target / "README.md", self._model_card_text)
-        elif self._loaded_head_digest is not None and not unchanged and not (target / COMPANION_FILES[0]).is_file():
+        elif self._loaded_head_digest is not None and not unchanged:
             origin = f"`{source}`" if source is not None else "a saved model"
             training = f"Trained further after loading {origin}; this folder records no training run of its own."
             write_model_card(self, path, model_name=model_name, training=training)
@@ -225,6 +261,21 @@ def rewrite_module_types(root: str | os.PathLike[str]) -> None:
         if entry.get("type", "").endswith(".HydraHead"):
             entry["type"] = REMOTE_CLASS_REF
     atomic_write_text(path, json.dumps(entries, indent=2))
+
+
+def _remove_companions(target: Path) -> None:
+    """Delete the pipeline's records (:data:`COMPANION_FILES`) from ``target``; a folder is renamed aside first,
+    so an interrupted removal leaves no half-deleted ``cards/`` (the next save removes the aside copy)."""
+    from hydra_st.utils.io import staging_folder
+
+    for name in COMPANION_FILES:
+        dst = target / name
+        if dst.is_dir() and not dst.is_symlink():
+            aside = staging_folder(dst)  # a sibling named for this process, so a killed save's leftover is removed
+            os.replace(dst, aside / name)
+            shutil.rmtree(aside, ignore_errors=True)
+        elif dst.exists() or dst.is_symlink():
+            dst.unlink()
 
 
 def _copy_companions(source: Path, target: Path) -> None:

@@ -18,6 +18,7 @@ queries have 43 on average, all of grade 1) marks a topic, not a top, and keeps 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import logging
@@ -30,7 +31,7 @@ import torch
 
 from hydra_st.retrieval import dense_run
 from hydra_st.settings import resolve_cache_dir
-from hydra_st.teachers import reciprocal_rank_fusion
+from hydra_st.teachers import BM25Teacher, reciprocal_rank_fusion
 from hydra_st.teachers.fusion import ranked
 from hydra_st.utils.hashing import fingerprint_texts
 from hydra_st.utils.io import atomic_save_safetensors
@@ -140,6 +141,37 @@ def _fingerprint_arrays(*arrays: np.ndarray | None, digest_size: int = 12) -> st
     return h.hexdigest()
 
 
+# Attributes that do not change what a lexical teacher returns, left out of its cache key.
+_TEACHER_KEY_IGNORED = frozenset({"show_progress_bar", "doc_ids"})
+
+
+def _teacher_settings(teacher: Any) -> dict[str, Any]:
+    """A teacher's class and its public scalar attributes (for ``BM25Teacher``: k1, b, method, stemmer_name,
+    stopwords), which is what identifies the ranking it gives."""
+    cls = type(teacher)
+    scalars = (int, float, str, bool, type(None))
+    settings = {
+        name: value
+        for name, value in getattr(teacher, "__dict__", {}).items()  # vars() fails on a __slots__ class
+        if not name.startswith("_") and name not in _TEACHER_KEY_IGNORED and isinstance(value, scalars)
+    }
+    return {"class": f"{cls.__module__}.{cls.__qualname__}", **settings}
+
+
+@functools.cache
+def _default_bm25_settings() -> dict[str, Any]:
+    return _teacher_settings(BM25Teacher())
+
+
+def teacher_key(teacher: Any) -> str:
+    """Cache key of the lexical teacher's settings: empty for a default ``BM25Teacher()`` (the teacher every
+    preference cache was built with before the key covered it, so those caches stay valid), else a digest."""
+    settings = _teacher_settings(teacher)
+    if settings == _default_bm25_settings():
+        return ""
+    return "-" + hashlib.blake2b(repr(sorted(settings.items())).encode(), digest_size=8).hexdigest()
+
+
 def _rank_of(run_scores: dict[str, float], depth: int) -> dict[str, int]:
     return {d: r for r, d in enumerate(ranked(run_scores)[:depth])}
 
@@ -242,11 +274,12 @@ def task_preferences(
 ) -> Preferences:
     """Preferences for a task's ``train`` (or ``dev``) queries, cached under ``<cache>/hydra/preferences``.
 
-    ``bm25_factory()`` returns an unindexed BM25 teacher (the foundation's ``BM25Teacher``); it is only built
-    on a cache miss. The cache key covers everything the preferences are made from: the queries, the corpus, the
-    settings, the judgments (with ``judged_positives``) and the base model's embeddings of the corpus and of the
-    queries (the dense teacher), so preferences made with one base model are never reused for another. A cache file
-    that cannot be read is rebuilt, with a warning.
+    ``bm25_factory()`` returns an unindexed BM25 teacher (the foundation's ``BM25Teacher``); it is built on every
+    call, for its settings, and indexed only on a cache miss. The cache key covers everything the preferences are
+    made from: the queries, the corpus, the settings, the BM25 teacher's settings (:func:`teacher_key`), the
+    judgments (with ``judged_positives``) and the base model's embeddings of the corpus and of the queries (the
+    dense teacher), so preferences made with one base model or one BM25 configuration are never reused for
+    another. A cache file that cannot be read is rebuilt, with a warning.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -255,6 +288,8 @@ def task_preferences(
     corpus_key = fingerprint_texts(task.doc_ids, task.doc_texts)
     key = fingerprint_texts(qs.ids, qs.texts) + corpus_key + config.key()
     key += _fingerprint_arrays(task.doc_embeddings, qs.embeddings)  # the dense teacher: the base model's vectors
+    teacher = bm25_factory()  # unindexed, so cheap; its k1, b, method, stemmer and stop words change the BM25 run
+    key += teacher_key(teacher)
     judged = qs.qrels if config.judged_positives and qs.qrels else None
     if judged is not None:  # the judgments are part of what the preferences are made from
         key += fingerprint_texts(sorted(judged), [repr(sorted(judged[q].items())) for q in sorted(judged)])
@@ -277,7 +312,7 @@ def task_preferences(
         except (SafetensorError, KeyError, OSError, ValueError) as exc:  # a damaged cache file is rebuilt
             logger.warning("preference cache %s is unreadable (%s: %s); rebuilding it", path, type(exc).__name__, exc)
             path.unlink(missing_ok=True)
-    bm25 = bm25_factory().index(task.doc_ids, task.doc_texts)
+    bm25 = teacher.index(task.doc_ids, task.doc_texts)
     bm25_run = bm25.search(qs.as_dict(), top_k=config.depth)
     dense = dense_run(qs.embeddings, qs.ids, task.doc_embeddings, task.doc_ids, top_k=config.depth)
     prefs = build_preferences(qs.ids, [bm25_run, dense], task.doc_ids, config, judged)
