@@ -171,16 +171,11 @@ def _check_meta(path: Path, meta: Any) -> None:
     if "global_step" not in meta:
         raise _corrupt(path, "trainer_state.json has no global_step")
     step = meta["global_step"]
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:  # bool is an int subclass
+    if not _is_int(step) or step < 0:
         raise _corrupt(path, f"trainer_state.json: global_step is {step!r}, not a non-negative integer")
     best = meta.get("best")
-    if best is not None and not (
-        isinstance(best, dict)
-        and isinstance(best.get("score"), int | float)
-        and not isinstance(best.get("score"), bool)
-        and isinstance(best.get("step"), int)
-        and not isinstance(best.get("step"), bool)
-    ):
+    well_formed_best = isinstance(best, dict) and _is_number(best.get("score")) and _is_int(best.get("step"))
+    if best is not None and not well_formed_best:
         raise _corrupt(path, f"trainer_state.json: best is {best!r}, not {{'score': <number>, 'step': <int>}}")
     if not isinstance(meta.get("history", []), list):
         raise _corrupt(path, "trainer_state.json: history is not a list")
@@ -188,8 +183,17 @@ def _check_meta(path: Path, meta: Any) -> None:
     if tasks is not None and not (isinstance(tasks, list) and all(isinstance(t, dict) for t in tasks)):
         raise _corrupt(path, "trainer_state.json: tasks is not a list of objects")
     processes = meta.get("processes")
-    if processes is not None and (isinstance(processes, bool) or not isinstance(processes, int)):
+    if processes is not None and not _is_int(processes):
         raise _corrupt(path, f"trainer_state.json: processes is {processes!r}, not an integer")
+
+
+def _is_int(value: Any) -> bool:
+    """An int as JSON gives one: ``True``/``False`` are ints in Python but not a step count."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return _is_int(value) or isinstance(value, float)
 
 
 def _optimizer_state(path: Path, state: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> dict[int, Any]:
