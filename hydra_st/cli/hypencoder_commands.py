@@ -11,6 +11,8 @@ Example::
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,13 +27,23 @@ from hydra_st.cli.common import (
     non_negative_int,
     positive_int,
 )
-from hydra_st.cli.store_checks import check_store_model, document_fingerprint
+from hydra_st.cli.store_checks import (
+    biencoder_scoring,
+    biencoder_similarity,
+    check_store_model,
+    check_store_width,
+    document_fingerprint,
+    ends_normalised,
+)
 from hydra_st.hub.loading import weights_revision as model_fingerprint  # the whole model's weight fingerprint
 
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from hydra_st.data import RetrievalDataset
     from hydra_st.retrieval import GraphSearchResult
+
+logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -164,8 +176,9 @@ def load_model(name: str, device: str = "cpu", command: str = "hydra-st retrieve
         raise model_not_found(name, exc) from exc
 
 
-def faiss_query_vectors(model: Any, texts: list[str]) -> Any:
-    """Inner-product query vectors: a bi-encoder Hypencoder's ``[d, 1]`` q-net as a vector, or plain embeddings."""
+def faiss_query_vectors(model: Any, texts: list[str], normalise: bool = False) -> Any:
+    """Inner-product query vectors: a bi-encoder Hypencoder's ``[d, 1]`` q-net as a vector, or plain embeddings
+    (L2-normalised with ``normalise``: a cosine model without a ``Normalize`` module)."""
     import numpy as np
 
     if getattr(type(model), "_is_hypencoder", False):
@@ -177,7 +190,8 @@ def faiss_query_vectors(model: Any, texts: list[str]) -> Any:
             )
         flat = model.encode_query(texts, convert_to_tensor=True, show_progress_bar=False)
         return conv.linear_term(flat).cpu().numpy().astype(np.float32)
-    return model.encode_query(texts, convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+    vectors = model.encode_query(texts, convert_to_numpy=True, show_progress_bar=False, normalize_embeddings=normalise)
+    return vectors.astype(np.float32)
 
 
 def stack_graph_results(results: Sequence[GraphSearchResult]) -> tuple[Tensor, Tensor]:
@@ -234,16 +248,27 @@ def run_encode(args: argparse.Namespace) -> int:
         # a frozen-base Hypencoder's document vectors are the base's embeddings: reuse the embedding cache
         emb = document_vectors(model, doc_ids, doc_texts, cache_dir=args.cache_dir, batch_size=args.batch_size).numpy()
     else:
+        # a cosine model's documents are stored as unit vectors, so that the inner product that faiss, the
+        # neighbour graph and `retrieve` compute ranks by its cosine (a Normalize module has done it already)
+        similarity = biencoder_similarity(model)
+        normalise = similarity == "cosine" and not ends_normalised(model)
         emb = model.encode_document(
-            doc_texts, batch_size=args.batch_size, convert_to_numpy=True, show_progress_bar=True
+            doc_texts,
+            batch_size=args.batch_size,
+            convert_to_numpy=True,
+            show_progress_bar=True,
+            normalize_embeddings=normalise,
         )
     # the fingerprints let `retrieve` refuse queries of a model whose documents encode differently
-    meta = {
+    meta: dict[str, Any] = {
         "model": args.model,
         "dataset": name,
         "model_fingerprint": model_fingerprint(model),
         "document_fingerprint": document_fingerprint(model),
     }
+    if not getattr(type(model), "_is_hypencoder", False):
+        meta["similarity"] = similarity
+        meta["normalized"] = similarity == "cosine"
     EmbeddingStore(output).save(emb, doc_ids, meta=meta)
     print(f"encoded {len(doc_ids)} documents ({emb.shape[1]}-d) into {output}")
     return 0
@@ -273,14 +298,13 @@ def run_build_graph(args: argparse.Namespace) -> int:
 def run_retrieve(args: argparse.Namespace) -> int:
     import torch
 
-    from hydra_st.data import load_dataset
     from hydra_st.evaluation import DEFAULT_METRICS, evaluate_run, write_trec_run
-    from hydra_st.retrieval import EmbeddingStore, GraphSearcher, dot_scorer, exhaustive_search, to_run
+    from hydra_st.retrieval import EmbeddingStore, GraphSearcher, exhaustive_search, to_run
     from hydra_st.utils.io import atomic_write_json
 
     store = EmbeddingStore(args.store)
     doc_ids = store.load_ids()
-    ds = load_dataset(args.dataset, split=args.split, data_dir=args.data_dir)
+    ds = load_retrieval_dataset(args.dataset, args.split, args.data_dir)
     if set(doc_ids) != set(ds.doc_ids):
         raise ValueError(f"the store {args.store} was encoded from another corpus than {args.dataset}; re-run encode")
     emb = store.load_embeddings()  # verified against meta.json, dtype and finiteness; a memmap, nothing copied
@@ -291,7 +315,10 @@ def run_retrieve(args: argparse.Namespace) -> int:
     model = load_model(args.model, args.device)
     store_meta = store.load_meta()
     check_store_model(store_meta, model, args.model, args.store)
+    check_store_width(model, int(emb.shape[1]), args.model, args.store)
     is_hyp = getattr(type(model), "_is_hypencoder", False)
+    # a bi-encoder ranks by its own similarity (cosine: unit queries against the store's unit vectors)
+    scorer, normalise = (model.similarity, False) if is_hyp else biencoder_scoring(model, store_meta, emb, args.mode)
     queries = ds.judged_queries or ds.queries
     qids = sorted(queries)
     texts = [queries[q].text for q in qids]
@@ -303,11 +330,11 @@ def run_retrieve(args: argparse.Namespace) -> int:
 
             index = FaissIndex(emb.shape[1])
             index.add(emb)
-        scores, idx = index.search(faiss_query_vectors(model, texts), args.top_k)
+        scores, idx = index.search(faiss_query_vectors(model, texts, normalise), args.top_k)
         scores, idx = torch.from_numpy(scores), torch.from_numpy(idx)
     else:
-        scorer = model.similarity if is_hyp else dot_scorer
-        q = model.encode_query(texts, convert_to_tensor=True, show_progress_bar=False)
+        kwargs = {"normalize_embeddings": True} if normalise else {}
+        q = model.encode_query(texts, convert_to_tensor=True, show_progress_bar=False, **kwargs)
         if args.mode == "exhaustive":
             scores, idx = exhaustive_search(
                 q,
@@ -381,6 +408,40 @@ def run_retrieve(args: argparse.Namespace) -> int:
         f"{out / f'{args.mode}.trec'}" + (f" and {args.mode}.metrics.json" if result is not None else "")
     )
     return 0
+
+
+def load_retrieval_dataset(name: str, split: str, data_dir: str | None) -> RetrievalDataset:
+    """The dataset ``retrieve`` searches for: the split's qrels when it has them, else all queries and none.
+
+    Unlabelled or hidden-test queries still get a run; a warning names the splits the dataset has, so a
+    mistyped ``--split`` is noticed.
+    """
+    from hydra_st.data import (
+        RetrievalDataset,
+        available_splits,
+        load_beir_folder,
+        load_corpus,
+        load_queries,
+    )
+    from hydra_st.data.beir import resolve_dataset_folder
+
+    folder = resolve_dataset_folder(name, data_dir)
+    label = Path(name).name if os.sep in str(name) else str(name)
+    if (folder / "qrels" / f"{split}.tsv").exists():  # a directory there is refused by load_beir_folder
+        return load_beir_folder(folder, split=split, name=label)
+    logger.warning(
+        "%s has no qrels for split %r (its splits: %s): retrieving for all queries of queries.jsonl and writing the "
+        "run without metrics",
+        folder,
+        split,
+        available_splits(folder) or "none",
+    )
+    return RetrievalDataset(
+        name=label,
+        split=split,
+        corpus=load_corpus(folder / "corpus.jsonl"),
+        queries=load_queries(folder / "queries.jsonl"),
+    )
 
 
 def retrieve_metadata(

@@ -93,3 +93,123 @@ def check_store_model(meta: dict[str, Any], model: Any, model_name: str, store: 
             f"document vectors do not match this model's queries; re-run `hydra-st encode --model {model_name} "
             f"--output {store} ...` or pass the --model that encoded it"
         )
+
+
+def check_store_width(model: Any, dim: int, model_name: str, store: str) -> None:
+    """Refuse a store whose vectors have another width than ``--model``'s document vectors.
+
+    A store without fingerprints (an older hydra_st, or written through the
+    :class:`~hydra_st.retrieval.EmbeddingStore` API) escapes :func:`check_store_model`; its width still tells that
+    another model encoded it, and scoring would otherwise fail inside torch with a bare shape error.
+
+    Args:
+        model: the loaded ``--model``.
+        dim: the width of the store's vectors.
+        model_name: the ``--model`` value, for the message.
+        store: the ``--store`` value, for the message.
+
+    Raises:
+        ValueError: the widths differ; the message names the ``hydra-st encode`` run that rebuilds the store.
+    """
+    if getattr(type(model), "_is_hypencoder", False):
+        width = model.converter.input_dim  # what its q-nets take: the document route's output
+    else:
+        # None when the model cannot tell (no such method, or an unknown width): the scorer checks the queries then
+        width = getattr(model, "get_sentence_embedding_dimension", lambda: None)()
+    if width is not None and int(width) != dim:
+        raise ValueError(
+            f"the store {store} holds {dim}-d document vectors but --model {model_name} scores {width}-d ones: "
+            f"another model encoded it; re-run `hydra-st encode --model {model_name} --output {store} ...` or pass "
+            "the --model that encoded it"
+        )
+
+
+def biencoder_similarity(model: Any) -> str:
+    """The similarity a bi-encoder ranks by: ``"cosine"`` (sentence-transformers' default), ``"dot"``, ...
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> biencoder_similarity(SimpleNamespace(similarity_fn_name="dot")), biencoder_similarity(object())
+        ('dot', 'cosine')
+    """
+    return str(getattr(model, "similarity_fn_name", None) or "cosine")
+
+
+def ends_normalised(model: Any) -> bool:
+    """Whether a model's last module is ``Normalize``: its embeddings are unit vectors already.
+
+    Example:
+        >>> import torch
+        >>> from sentence_transformers.sentence_transformer.modules import Normalize
+        >>> ends_normalised(torch.nn.Sequential(torch.nn.Identity(), Normalize()))
+        True
+    """
+    from sentence_transformers.sentence_transformer.modules import Normalize
+
+    children = list(model.children()) if hasattr(model, "children") else []
+    return bool(children) and isinstance(children[-1], Normalize)
+
+
+def _unit_vectors(emb: Any, chunk_rows: int = 1 << 16) -> bool:
+    # read in chunks: a store is a memmap that may not fit in memory
+    import numpy as np
+
+    for start in range(0, len(emb), chunk_rows):
+        norms = np.linalg.norm(np.asarray(emb[start : start + chunk_rows], dtype=np.float32), axis=1)
+        if not np.allclose(norms, 1.0, atol=1e-3):
+            return False
+    return True
+
+
+def biencoder_scoring(model: Any, meta: dict[str, Any], emb: Any, mode: str) -> tuple[Any, bool]:
+    """How ``hydra-st retrieve`` ranks a store with a bi-encoder so that the ranking follows its similarity.
+
+    ``hydra-st encode`` stores unit vectors for a cosine model (``"normalized": true`` in ``meta.json``), so its
+    cosine is the inner product of unit queries and the store's vectors, which faiss's inner-product index and
+    the neighbour graph also use. A store that does not record this (an older hydra_st) is checked for unit
+    vectors; if they are not, exhaustive and graph search normalise each chunk (faiss cannot). ``dot`` ranks by
+    the raw inner product; ``euclidean`` and ``manhattan`` by ``model.similarity``, which faiss mode cannot.
+
+    Args:
+        model: the loaded bi-encoder.
+        meta: the store's ``meta.json``.
+        emb: the store's ``[N, d]`` vectors (read only when ``meta`` does not say whether they are unit vectors).
+        mode: ``"exhaustive"``, ``"graph"`` or ``"faiss"``.
+
+    Returns:
+        ``(scorer, normalise_queries)``: the scorer for exhaustive and graph search (faiss mode ranks by the inner
+        product), and whether queries must be L2-normalised first.
+
+    Raises:
+        ValueError: faiss mode with a similarity that no inner product gives (the message names the modes that
+            work), or the store records another similarity than the model's.
+    """
+    from hydra_st.retrieval.exhaustive import cosine_scorer, dot_scorer
+
+    similarity = biencoder_similarity(model)
+    recorded = meta.get("similarity")
+    if recorded is not None and recorded != similarity:
+        # same weights, another similarity setting: the stored vectors were prepared (normalised or not) for that one
+        raise ValueError(
+            f"the store was encoded for {recorded} similarity but --model ranks by {similarity}: re-run "
+            "`hydra-st encode` with this --model"
+        )
+    if similarity == "dot":
+        return dot_scorer, False
+    if similarity == "cosine":
+        normalise_queries = not ends_normalised(model)  # a Normalize module already returns unit vectors
+        unit = meta["normalized"] if isinstance(meta.get("normalized"), bool) else _unit_vectors(emb)
+        if unit:
+            return dot_scorer, normalise_queries
+        if mode == "faiss":
+            raise ValueError(
+                "faiss mode ranks by inner product, which is cosine only for unit vectors, and this store's are not: "
+                "re-run `hydra-st encode` (it stores unit vectors for a cosine model), or use --mode exhaustive"
+            )
+        return cosine_scorer, normalise_queries
+    if mode == "faiss":
+        raise ValueError(
+            f"faiss mode ranks by inner product, but --model's similarity is {similarity}: use --mode exhaustive "
+            "(or graph), which rank by the model's own similarity"
+        )
+    return model.similarity, False

@@ -65,7 +65,7 @@ def document_vectors(
         vecs = DenseTeacher(
             base, batch_size=batch_size, cache_dir=cache_dir, show_progress_bar=show_progress_bar
         ).encode_corpus(doc_ids, doc_texts)
-        check = model.encode_document(doc_texts[:4], convert_to_numpy=True)
+        check = model.encode_document(doc_texts[:4], batch_size=batch_size, convert_to_numpy=True)
         if np.allclose(check, vecs[:4], atol=1e-4):
             return torch.from_numpy(np.array(vecs))
     if not any(isinstance(m, Normalize) for m in doc_route):  # the DenseTeacher cache holds normalised vectors

@@ -3,7 +3,14 @@ faiss baselines, on-disk store."""
 
 from __future__ import annotations
 
-from hydra_st.retrieval.exhaustive import dense_run, dot_scorer, exhaustive_search, merge_topk, to_run
+from hydra_st.retrieval.exhaustive import (
+    cosine_scorer,
+    dense_run,
+    dot_scorer,
+    exhaustive_search,
+    merge_topk,
+    to_run,
+)
 from hydra_st.retrieval.faiss_index import FaissIndex
 from hydra_st.retrieval.graph import (
     GraphSearcher,
@@ -20,6 +27,7 @@ __all__ = [
     "GraphSearchResult",
     "GraphSearcher",
     "build_neighbor_graph",
+    "cosine_scorer",
     "dense_run",
     "dot_scorer",
     "exhaustive_search",

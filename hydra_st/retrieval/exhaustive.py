@@ -39,7 +39,47 @@ def dot_scorer(queries: Tensor, docs: Tensor) -> Tensor:
         >>> dot_scorer(torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])).tolist()
         [[1.0, 2.0]]
     """
+    check_widths(queries, docs)
     return queries @ docs.T
+
+
+def cosine_scorer(queries: Tensor, docs: Tensor) -> Tensor:
+    """Cosine similarity scorer: a bi-encoder whose similarity is cosine but whose vectors are not normalised.
+
+    Args:
+        queries: ``[Bq, d]`` query vectors.
+        docs: ``[Nc, d]`` document vectors.
+
+    Returns:
+        ``[Bq, Nc]`` cosine similarities.
+
+    Example:
+        >>> import torch
+        >>> cosine_scorer(torch.tensor([[2.0, 0.0]]), torch.tensor([[3.0, 0.0], [0.0, 5.0], [-1.0, 0.0]])).tolist()
+        [[1.0, 0.0, -1.0]]
+    """
+    check_widths(queries, docs)
+    return torch.nn.functional.normalize(queries, dim=-1) @ torch.nn.functional.normalize(docs, dim=-1).T
+
+
+def check_widths(queries: Tensor, docs: Tensor) -> None:
+    """Refuse query and document vectors of different widths (vectors of two different models).
+
+    Raises:
+        ValueError: the last dimensions differ; without this check torch reports a bare shape error.
+
+    Example:
+        >>> import torch
+        >>> check_widths(torch.zeros(1, 3), torch.zeros(2, 4))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: query vectors are 3-d but document vectors are 4-d: encode both with the same model ...
+    """
+    if queries.shape[-1] != docs.shape[-1]:
+        raise ValueError(
+            f"query vectors are {queries.shape[-1]}-d but document vectors are {docs.shape[-1]}-d: encode both with "
+            "the same model (re-run `hydra-st encode --model ...` for a store)"
+        )
 
 
 def as_tensor(x: Any, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Tensor:
@@ -57,7 +97,10 @@ def as_tensor(x: Any, device: str | torch.device | None = None, dtype: torch.dty
 
 
 def merge_topk(scores_a: Tensor, idx_a: Tensor, scores_b: Tensor, idx_b: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Merge two ``[B, *]`` top lists into one ``[B, min(k, total)]`` top list (descending).
+    """Merge two ``[B, *]`` top lists into one ``[B, min(k, total)]`` top list (descending; ties: lowest index first).
+
+    Which of several equally scored documents are kept must not depend on how the corpus was split into lists
+    (chunks), so ties are broken by the document index, never by ``torch.topk``'s arbitrary order.
 
     Args:
         scores_a: ``[B, ka]`` scores of the first list.
@@ -67,7 +110,7 @@ def merge_topk(scores_a: Tensor, idx_a: Tensor, scores_b: Tensor, idx_b: Tensor,
         k: how many to keep per row.
 
     Returns:
-        ``(scores, indices)``, each ``[B, min(k, ka + kb)]``, best first.
+        ``(scores, indices)``, each ``[B, min(k, ka + kb)]``, best first, equal scores in ascending index order.
 
     Example:
         >>> import torch
@@ -75,11 +118,63 @@ def merge_topk(scores_a: Tensor, idx_a: Tensor, scores_b: Tensor, idx_b: Tensor,
         ...                   torch.tensor([[2]]), k=2)
         >>> s.tolist(), i.tolist()
         ([[0.8999999761581421, 0.5]], [[4, 2]])
+        >>> merge_topk(torch.tensor([[1.0]]), torch.tensor([[9]]), torch.tensor([[1.0]]), torch.tensor([[3]]), k=1)[1]
+        tensor([[3]])
     """
-    scores = torch.cat([scores_a, scores_b], dim=1)
-    idx = torch.cat([idx_a, idx_b], dim=1)
-    top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
-    return top.values, torch.gather(idx, 1, top.indices)
+    scores, idx = topk_lowest_index(torch.cat([scores_a, scores_b], dim=1), torch.cat([idx_a, idx_b], dim=1), k)
+    return sort_by_score_then_index(scores, idx)
+
+
+def topk_lowest_index(scores: Tensor, idx: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` best entries of each row, the lowest ``idx`` winning among entries tied at the ``k``-th score.
+
+    ``torch.topk`` keeps an arbitrary subset of the entries tied at the ``k``-th score. Where no left-out entry
+    shares that score (the usual case) the kept set is forced and ``topk``'s answer is used as it is; only the
+    rows where it is not are sorted in full, so the cost stays that of one ``topk`` of ``k + 1``. The
+    order *within* the result is ``topk``'s: apply :func:`sort_by_score_then_index` to the final list.
+
+    Args:
+        scores: ``[B, N]`` scores.
+        idx: ``[B, N]`` document indices of the entries.
+        k: entries kept per row (clipped to ``N``).
+
+    Returns:
+        ``(scores, indices)``, each ``[B, min(k, N)]``.
+
+    Example:
+        >>> import torch
+        >>> s, i = topk_lowest_index(torch.tensor([[0.5, 1.0, 1.0, 1.0]]), torch.tensor([[0, 7, 5, 6]]), k=2)
+        >>> sorted(i.flatten().tolist())
+        [5, 6]
+    """
+    n = scores.shape[1]
+    k = min(k, n)
+    if k == n:  # everything is kept: no choice among ties to make
+        return scores, idx
+    # one more than needed: the (k+1)-th best is the best entry left out, so a tie at the cut shows as its score
+    # equalling the k-th, with no extra pass over the scores
+    top = torch.topk(scores, k + 1, dim=1)
+    values, kept = top.values[:, :k], torch.gather(idx, 1, top.indices[:, :k])
+    ambiguous = (top.values[:, k] == top.values[:, k - 1]).nonzero().flatten()
+    if len(ambiguous):
+        full_s, full_i = sort_by_score_then_index(scores[ambiguous], idx[ambiguous])
+        values[ambiguous], kept[ambiguous] = full_s[:, :k], full_i[:, :k]
+    return values, kept
+
+
+def sort_by_score_then_index(scores: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """Sort each row by score (descending), equal scores by index (ascending).
+
+    Example:
+        >>> import torch
+        >>> sort_by_score_then_index(torch.tensor([[1.0, 2.0, 1.0]]), torch.tensor([[8, 5, 3]]))[1].tolist()
+        [[5, 3, 8]]
+    """
+    # lexicographic: order by index, then a stable sort by score keeps that order among equal scores
+    by_index = torch.argsort(idx, dim=1)
+    scores, idx = torch.gather(scores, 1, by_index), torch.gather(idx, 1, by_index)
+    by_score = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    return torch.gather(scores, 1, by_score), torch.gather(idx, 1, by_score)
 
 
 def default_chunk_size(num_queries: int, max_elements: int = 2**26, hidden: int = 1) -> int:
@@ -111,7 +206,9 @@ def exhaustive_search(
         show_progress_bar: tqdm over chunks.
 
     Returns:
-        ``(scores, indices)``: ``[Nq, k]`` float scores and int64 document indices, best first.
+        ``(scores, indices)``: ``[Nq, k]`` float scores and int64 document indices, best first. Equal scores
+        are ordered by document index, lowest first, so which tied documents make the top ``k`` does not depend
+        on ``chunk_size`` or ``query_batch_size``.
 
     Example:
         >>> import torch
@@ -148,8 +245,12 @@ def exhaustive_search(
             s = scorer(q, d)
             if s.shape != (len(q), len(d)):
                 raise ValueError(f"scorer returned shape {tuple(s.shape)}, expected {(len(q), len(d))}")
-            top = torch.topk(s.float(), min(k, s.shape[1]), dim=1)
-            best_s, best_i = merge_topk(best_s, best_i, top.values, top.indices + start, k)
+            s = s.float()
+            columns = torch.arange(start, start + s.shape[1], device=s.device).expand_as(s)
+            top_s, top_i = topk_lowest_index(s, columns, k)
+            # the order within the list is settled once, below, rather than on every chunk
+            best_s, best_i = topk_lowest_index(torch.cat([best_s, top_s], 1), torch.cat([best_i, top_i], 1), k)
+        best_s, best_i = sort_by_score_then_index(best_s, best_i)
         out_scores.append(best_s)
         out_idx.append(best_i)
     return torch.cat(out_scores), torch.cat(out_idx)

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from hydra_st.utils.io import atomic_save_numpy, atomic_write_json, load_numpy
+from hydra_st.utils.io import atomic_save_numpy, atomic_write_bytes, atomic_write_json, load_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,15 @@ def fingerprint_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()[:32]
 
 
+def _file_identity(path: Path) -> tuple[int, int, int, int] | None:
+    # what changes when a file is replaced (an atomic write renames a new inode over it) or rewritten
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 class EmbeddingStore:
     """Document vectors, their ids, and search structures, saved beside each other.
 
@@ -109,7 +118,9 @@ class EmbeddingStore:
 
         ``meta.json`` is written last: until then it says the store is incomplete, so an interrupted save is
         detected on load, and the old graph and index are only deleted after the new data is complete (before
-        that, their recorded embeddings fingerprint no longer matches, which is detected too).
+        that, their recorded embeddings fingerprint no longer matches, which is detected too). When writing the
+        embeddings raises (a full disk, say), the old ``embeddings.npy`` is untouched and the previous
+        ``meta.json`` is put back, so the old store still loads; only a kill leaves the marker.
 
         Args:
             embeddings: ``[N, d]`` finite document vectors (stored as float32).
@@ -136,8 +147,18 @@ class EmbeddingStore:
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"{self.path} is a file, not a store folder: choose another output folder")
         self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.path / self.meta_file, {_INCOMPLETE: "hydra-st encode did not finish writing"})
-        atomic_save_numpy(self.path / self.embeddings_file, emb)
+        meta_path, emb_path = self.path / self.meta_file, self.path / self.embeddings_file
+        previous_meta = meta_path.read_bytes() if meta_path.is_file() else None
+        previous_emb = _file_identity(emb_path)
+        atomic_write_json(meta_path, {_INCOMPLETE: "hydra-st encode did not finish writing"})
+        try:
+            atomic_save_numpy(emb_path, emb)
+        except BaseException:
+            # the atomic write left the old embeddings.npy in place: the old store is whole, so it keeps loading
+            # (only a process killed outright, which runs no handler, leaves the marker; that is its purpose)
+            if _file_identity(emb_path) == previous_emb:
+                self._restore_meta(previous_meta)
+            raise
         atomic_write_json(self.path / self.ids_file, doc_ids, indent=None)
         record = {k: v for k, v in (meta or {}).items() if k not in ("graph", "index", _INCOMPLETE)}
         atomic_write_json(
@@ -152,6 +173,20 @@ class EmbeddingStore:
         )
         for stale in (self.graph_file, self.index_file):
             (self.path / stale).unlink(missing_ok=True)
+
+    def _restore_meta(self, previous: bytes | None) -> None:
+        # put back the meta.json a failed save replaced by its marker; a failed restore must not hide the error
+        # that caused it, so it is only logged (the store then says it is incomplete, as before)
+        path = self.path / self.meta_file
+        try:
+            if previous is None:
+                path.unlink(missing_ok=True)
+            else:
+                atomic_write_bytes(path, previous)
+        except OSError as exc:
+            logger.warning(
+                "%s: could not restore meta.json after a failed save (%s); re-run `hydra-st encode`", path, exc
+            )
 
     def load_meta(self) -> dict[str, Any]:
         """``meta.json`` as a dict (``{}`` when absent, as in stores of early versions)."""

@@ -51,7 +51,7 @@ def test_bad_inputs(corpus):
         exhaustive_search(torch.randn(1, 16), corpus, top_k=0)
     with pytest.raises(ValueError, match="scorer returned shape"):
         exhaustive_search(torch.randn(2, 16), corpus, scorer=lambda q, d: torch.zeros(len(d)))
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match="query vectors are 8-d but document vectors are 16-d"):
         exhaustive_search(torch.randn(2, 8), corpus)  # wrong query width
 
 
