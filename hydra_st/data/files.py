@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,10 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             record = json.loads(line, object_pairs_hook=reject_duplicate_keys)
         except json.JSONDecodeError as exc:
             raise DatasetFormatError(path, f"invalid JSON ({exc.msg} at column {exc.colno})", lineno) from None
+        except RecursionError:  # thousands of nested brackets: no BEIR record is shaped like that
+            raise DatasetFormatError(
+                path, "JSON nested too deeply: a record is one flat object of strings", lineno
+            ) from None
         except DuplicateKeyError as exc:
             raise DatasetFormatError(
                 path, f"duplicate key {exc.key!r} in one JSON object; keep only one", lineno
@@ -133,6 +138,12 @@ def _field(record: dict[str, Any], key: str, path: Path, lineno: int, required: 
         return str(value)
     if not isinstance(value, str):
         raise DatasetFormatError(path, f"field {key!r} must be a string, got {type(value).__name__}", lineno)
+    if any("\ud800" <= c <= "\udfff" for c in value):
+        # only a JSON escape such as "\ud800" without its pair yields one: it is no text, and the tokenizer and
+        # every UTF-8 writer fail on it later, far from this line
+        raise DatasetFormatError(
+            path, f"field {key!r} holds a lone UTF-16 surrogate escape (\\ud800-\\udfff); fix or drop it", lineno
+        )
     if key == "_id":
         if not value.strip():
             raise DatasetFormatError(path, "empty '_id'", lineno)
@@ -147,6 +158,9 @@ def _field(record: dict[str, Any], key: str, path: Path, lineno: int, required: 
                 "here and in the qrels",
                 lineno,
             )
+        if any(unicodedata.category(c) == "Cc" for c in value):
+            # a NUL ends the id in trec_eval's C strings, and other control characters are invisible in run files
+            raise DatasetFormatError(path, f"'_id' {value!r} contains a control character; remove it", lineno)
     return value
 
 
@@ -224,19 +238,27 @@ def load_queries(path: str | os.PathLike[str]) -> dict[str, Query]:
 
 def _qrels_rows(path: Path) -> Iterator[list[str]]:
     """The TSV rows of a qrels file; a row the csv module cannot split raises :class:`DatasetFormatError`."""
-    # QUOTE_NONE keeps one row per line, so the row index is the line number.
-    rows = csv.reader((line for _, line in _decoded_lines(path)), delimiter="\t", quoting=csv.QUOTE_NONE)
-    lineno = 0
+    current: list[tuple[int, str]] = [(0, "")]  # the line the reader is on, for the error message
+
+    def lines() -> Iterator[str]:
+        for lineno, line in _decoded_lines(path):
+            current[0] = (lineno, line)
+            yield line
+
+    # QUOTE_NONE keeps one row per line (no quoted field spans lines), so the reader's line is the row's line.
+    rows = csv.reader(lines(), delimiter="\t", quoting=csv.QUOTE_NONE)
     while True:
-        lineno += 1
         try:
             row = next(rows)
         except StopIteration:
             return
-        except csv.Error:  # csv's only complaint under QUOTE_NONE: a lone \r (old Mac line endings, a stray \r)
-            raise DatasetFormatError(
-                path, "a carriage return (\\r) inside the line: convert the line endings to LF (dos2unix)", lineno
-            ) from None
+        except csv.Error as exc:
+            lineno, line = current[0]
+            if "\r" in line.removesuffix("\n").removesuffix("\r"):  # csv: "new-line character seen in unquoted field"
+                message = "a carriage return (\\r) inside the line: convert the line endings to LF (dos2unix)"
+            else:  # e.g. "field larger than field limit (131072)": an id that long is no id
+                message = f"cannot split the line into tab-separated columns ({exc})"
+            raise DatasetFormatError(path, message, lineno) from None
         yield row
 
 
@@ -250,8 +272,9 @@ def load_qrels(path: str | os.PathLike[str]) -> Qrels:
         ``{query_id: {doc_id: grade}}``; grade-0 rows are kept (non-relevant).
 
     Raises:
-        DatasetFormatError: a wrong header, a row without three columns, a non-integer grade or a repeated
-            judgment; the message names the line.
+        DatasetFormatError: a wrong header, a row without three columns, a non-integer grade, a repeated
+            judgment, or a line the TSV reader cannot split (a lone carriage return: old Mac line endings); the
+            message names the line.
 
     Example:
         >>> import pathlib, tempfile

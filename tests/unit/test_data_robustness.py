@@ -142,3 +142,37 @@ def test_duplicate_key_in_one_json_line(tmp_path: Path) -> None:
     with pytest.raises(DatasetFormatError, match=r"corpus\.jsonl:2: duplicate key '_id'"):
         load_beir_folder(folder)
     assert json.loads(lines[1])["_id"] == "d2b"  # what plain json.loads would have used silently
+
+
+# ---------------------------------------------------------------- lines json.loads accepts but no dataset holds
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"_id": "d2", "text": ' + "[" * 100_000 + "]" * 100_000 + "}", r"corpus\.jsonl:2: JSON nested too deeply"),
+        (
+            '{"_id": "d2", "text": "half a pair \\ud800"}',
+            r"jsonl:2: field 'text' holds a lone UTF-16 surrogate",
+        ),
+        ('{"_id": "d\\ud83d", "text": "x"}', r"corpus\.jsonl:2: field '_id' holds a lone UTF-16 surrogate"),
+        ('{"_id": "d\\u0000x", "text": "x"}', r"corpus\.jsonl:2: '_id' 'd\\x00x' contains a control character"),
+        ('{"_id": "d\\u0007", "text": "x"}', r"corpus\.jsonl:2: '_id' 'd\\x07' contains a control character"),
+    ],
+)
+def test_corpus_lines_that_json_accepts_but_no_dataset_holds_are_refused(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    folder = write_beir_folder(tmp_path / "bad", TOY_CORPUS, TOY_QUERIES, {"test": TOY_QRELS})
+    lines = (folder / "corpus.jsonl").read_text().splitlines()
+    lines[1] = line
+    (folder / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetFormatError, match=message):
+        load_beir_folder(folder)
+
+
+def test_a_surrogate_pair_escape_is_text_and_is_kept(tmp_path: Path) -> None:
+    folder = write_beir_folder(tmp_path / "ok", TOY_CORPUS, TOY_QUERIES, {"test": TOY_QRELS})
+    lines = (folder / "corpus.jsonl").read_text().splitlines()
+    doc_id = json.loads(lines[1])["_id"]
+    lines[1] = '{"_id": "' + doc_id + '", "text": "smile \\ud83d\\ude00"}'  # a pair of escapes: one emoji
+    (folder / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    assert load_beir_folder(folder).corpus[doc_id].text == "smile \U0001f600"

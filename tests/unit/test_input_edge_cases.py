@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,11 @@ from hydra_st.retrieval.beir_search import ModelSearch
 from hydra_st.retrieval.exhaustive import exhaustive_search
 
 
-@pytest.mark.parametrize("score", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("score", ["nan", "inf", "-inf", "NaN", "+Infinity", "-INF"])
 def test_a_run_file_with_a_non_finite_score_is_refused(tmp_path: Path, score: str) -> None:
     path = tmp_path / "run.trec"
     path.write_text(f"q1 Q0 d1 1 0.5 x\nq1 Q0 d2 2 {score} x\n", encoding="utf-8")
-    with pytest.raises(RunFormatError, match=rf"run.trec:2: score '{score}' is not finite"):
+    with pytest.raises(RunFormatError, match=rf"run\.trec:2: score '{re.escape(score)}' is not finite"):
         read_trec_run(path)
 
 
@@ -43,6 +44,13 @@ def test_a_qrels_file_with_a_lone_carriage_return_names_its_line_and_the_fix(
     path = tmp_path / "test.tsv"
     path.write_bytes(payload)
     with pytest.raises(DatasetFormatError, match=rf"test.tsv:{line}: a carriage return .* convert the line endings"):
+        load_qrels(path)
+
+
+def test_a_qrels_field_over_the_csv_limit_is_not_blamed_on_a_carriage_return(tmp_path: Path) -> None:
+    path = tmp_path / "test.tsv"
+    path.write_bytes(b"query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\t" + b"d" * 200_000 + b"\t1\n")
+    with pytest.raises(DatasetFormatError, match=r"test\.tsv:3: cannot split .*field larger than field limit"):
         load_qrels(path)
 
 
