@@ -32,9 +32,10 @@ class BaselineSuite:
 
     Attributes:
         dataset: the loaded split.
-        top_k: documents retrieved per query by BM25 and dense when evaluated alone.
+        top_k: documents kept per query in every run: BM25, dense and the fused RRF run alike.
         rrf_k: the RRF constant.
-        rrf_depth: how many of each ranker's top documents RRF fuses.
+        rrf_depth: how many of each ranker's top documents RRF fuses (BM25 and dense retrieve
+            ``max(top_k, rrf_depth)`` documents, so a depth above ``top_k`` is honoured).
         model: the dense model (Hub id, path or loaded model).
 
     Example:
@@ -111,9 +112,10 @@ class BaselineSuite:
     def evaluate(self, retriever: str, metrics: Sequence[str] = DEFAULT_METRICS) -> tuple[Run, EvaluationResult]:
         """Run ``retriever`` and score it on the split's qrels."""
         run = self.run(retriever)
-        settings: dict[str, Any] = (
-            {"rrf_k": self.rrf_k, "rrf_depth": self.rrf_depth} if retriever == "rrf" else {"top_k": self.top_k}
-        )
+        # the fused run is cut to top_k too, so every retriever's metadata records it
+        settings: dict[str, Any] = {"top_k": self.top_k}
+        if retriever == "rrf":
+            settings.update(rrf_k=self.rrf_k, rrf_depth=self.rrf_depth)
         if retriever == "bm25":
             settings["bm25"] = repr(self.bm25)
         if retriever in ("dense", "rrf"):

@@ -134,3 +134,5 @@ def test_baseline_rrf_fuses_to_rrf_depth_and_is_cut_to_top_k(tiny_st_model, tmp_
     fused = suite.run("rrf")["q1"]
     full = reciprocal_rank_fusion([suite._runs["bm25"], suite._runs["dense"]], k=60, depth=20)["q1"]
     assert list(fused) == list(full)[:5]  # the top 5 of a depth-20 fusion, not a fusion of each ranker's top 5
+    _, result = suite.evaluate("rrf", metrics=["map"])
+    assert (result.metadata["top_k"], result.metadata["rrf_depth"]) == (5, 20)  # the fused run is cut to top_k too
