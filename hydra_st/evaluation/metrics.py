@@ -8,6 +8,10 @@ Aggregates are means over **every judged query of the split**: a judged query mi
 example a BM25 query that shares no term with the corpus) counts as 0, as ``trec_eval -c`` does, instead
 of silently shrinking the denominator.
 
+Tied scores are ordered as trec_eval orders them (doc id descending) for **every** metric: ir_measures computes
+``RR@10`` with its msmarco provider, which breaks ties the other way, so the run is re-scored by its trec_eval rank
+before any provider sees it (``mrr@10`` then agrees with ``precision@1`` and with trec_eval's ``recip_rank``).
+
 Example:
     >>> qrels = {"q1": {"d1": 1, "d3": 0}, "q2": {"d2": 1}}
     >>> run = {"q1": {"d1": 2.0, "d2": 1.0}, "q2": {"d1": 3.0, "d2": 1.0}}
@@ -18,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -147,7 +152,7 @@ def evaluate_run(
         An :class:`EvaluationResult` keyed by the names as given, averaged over every judged query.
 
     Raises:
-        ValueError: ``qrels`` is empty, or a metric name is unknown.
+        ValueError: ``qrels`` is empty, a metric name is unknown, or a score is NaN (it has no rank).
 
     Example:
         >>> qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}}
@@ -173,7 +178,9 @@ def evaluate_run(
     judged = {str(q): {str(d): int(g) for d, g in docs.items()} for q, docs in qrels.items()}
     # ids are compared as strings on both sides: a run keyed by int ids must match qrels read from a file
     scored = {
-        str(q): {str(d): float(s) for d, s in docs.items()} for q, docs in run.items() if str(q) in judged and docs
+        str(q): _trec_eval_ranks(str(q), {str(d): float(s) for d, s in docs.items()})
+        for q, docs in run.items()
+        if str(q) in judged and docs
     }
     per_query: dict[str, dict[str, float]] = {qid: dict.fromkeys(names, 0.0) for qid in judged}
     if scored:
@@ -183,6 +190,25 @@ def evaluate_run(
     n = len(per_query)
     aggregate = {name: sum(values[name] for values in per_query.values()) / n for name in names}
     return EvaluationResult(aggregate=aggregate, per_query=per_query, num_queries=n, metadata=dict(metadata or {}))
+
+
+def _trec_eval_ranks(query_id: str, scores: dict[str, float]) -> dict[str, float]:
+    """Each score replaced by a strictly decreasing value in trec_eval order: score descending, then doc id descending.
+
+    trec_eval (so pytrec_eval) breaks ties by doc id descending, but ir_measures sends some measures (``RR@k``) to
+    other providers that break them by doc id ascending; with distinct scores every provider sees the same ranking.
+    No trec_eval measure reads the score values themselves, so the pytrec_eval metrics do not change.
+
+    Example:
+        >>> _trec_eval_ranks("q", {"a": 1.0, "z": 1.0, "m": 3.0})
+        {'m': 3.0, 'z': 2.0, 'a': 1.0}
+    """
+    for doc_id, score in scores.items():
+        if math.isnan(score):  # NaN compares false with everything: its rank would depend on the provider's sort
+            raise ValueError(f"score of document {doc_id!r} for query {query_id!r} is NaN: a run needs real scores")
+    # Python compares str by code point, which for UTF-8 text is the byte order trec_eval's strcmp uses.
+    order = sorted(scores, key=lambda doc_id: (scores[doc_id], doc_id), reverse=True)
+    return {doc_id: float(len(order) - rank) for rank, doc_id in enumerate(order)}
 
 
 TRAIN_OVERLAP_POOLS = ("train_pool", "new_pool")

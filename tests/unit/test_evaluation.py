@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
 import pytest
+import pytrec_eval
 
 from hydra_st.evaluation import RunFormatError, evaluate_run, format_table, parse_metric, read_trec_run, write_trec_run
 
@@ -140,3 +142,51 @@ def test_mean_over_unjudged_queries_names_them() -> None:
     result = evaluate_run({"q1": {"d1": 1}}, {"q1": {"d1": 1.0}}, ["ndcg@10"])
     with pytest.raises(ValueError, match=r"none of the 2 given query ids \(e\.g\. \['x', 'y'\]\).*\['q1'\]"):
         result.mean_over(["y", "x"], "ndcg@10")
+
+
+# ties: trec_eval's order (score descending, then doc id descending) for every metric, mrr@10 included
+
+
+def _trec_eval_top(scores: dict[str, float], k: int) -> dict[str, float]:
+    """The ``k`` first documents in trec_eval's order: score descending, then doc id descending."""
+    order = sorted(scores, key=lambda d: (scores[d], d), reverse=True)
+    return {d: scores[d] for d in order[:k]}
+
+
+def test_mrr_at_10_breaks_a_tie_as_trec_eval_and_the_other_metrics_do() -> None:
+    qrels = {"q": {"a": 1}}
+    run = {"q": {"a": 1.0, "z": 1.0}}  # a tie: trec_eval ranks z (the larger id) first
+    result = evaluate_run(qrels, run, metrics=["mrr@10", "precision@1", "RR"])
+    reference = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(run)["q"]["recip_rank"]
+    assert result.aggregate == {"mrr@10": reference, "precision@1": 0.0, "RR": reference}
+    assert reference == 0.5
+
+
+def test_mrr_at_10_is_zero_when_a_tie_pushes_the_relevant_document_to_rank_11() -> None:
+    # ten documents tie with the relevant "a"; trec_eval ranks all of them (larger ids) before it
+    run = {"q": {"a": 1.0, **{f"b{i}": 1.0 for i in range(10)}}}
+    assert evaluate_run({"q": {"a": 1}}, run, metrics=["mrr@10", "RR"]).aggregate == {"mrr@10": 0.0, "RR": 1 / 11}
+
+
+def test_every_metric_agrees_with_pytrec_eval_on_runs_full_of_ties() -> None:
+    rng = random.Random(0)
+    docs = [f"d{i:02d}" for i in range(30)]
+    qrels = {f"q{q}": {d: rng.choice([0, 1, 2]) for d in rng.sample(docs, 6)} for q in range(40)}
+    # scores from a set of three values: nearly every rank is a tie
+    run = {q: {d: float(rng.choice([0, 1, 2])) for d in rng.sample(docs, 25)} for q in qrels}
+    ours = evaluate_run(qrels, run, metrics=["mrr@10", "ndcg@10", "precision@1", "recall@10", "map"]).per_query
+    full = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "P.1", "recall.10", "map"}).evaluate(run)
+    cut = {q: _trec_eval_top(scores, 10) for q, scores in run.items()}
+    rr10 = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(cut)
+    for q in qrels:
+        assert ours[q]["mrr@10"] == pytest.approx(rr10[q]["recip_rank"]), q
+        assert ours[q]["ndcg@10"] == pytest.approx(full[q]["ndcg_cut_10"]), q
+        assert ours[q]["precision@1"] == pytest.approx(full[q]["P_1"]), q
+        assert ours[q]["recall@10"] == pytest.approx(full[q]["recall_10"]), q
+        assert ours[q]["map"] == pytest.approx(full[q]["map"]), q
+
+
+def test_a_nan_score_in_a_run_in_memory_is_refused() -> None:
+    # NaN has no place in any order: each provider would rank it differently
+    with pytest.raises(ValueError, match=r"document 'd2' for query 'q1' is NaN"):
+        evaluate_run({"q1": {"d1": 1}}, {"q1": {"d1": 1.0, "d2": float("nan")}}, metrics=["mrr@10"])
