@@ -87,7 +87,35 @@ _GATE_NOTE = """
 The head also generates a *gate* that mixes its output with the base embedding. It was calibrated after training
 on each training task's dev queries: a task whose dev queries did not show a gain over the base model (by the
 training's `gate_rule`) gets the base model's embeddings exactly (gate 0), and a new card gets a gate in between,
-by its closeness to those tasks."""
+by its closeness to those tasks.{rule}"""
+
+_GATE_RULE_NOTE = """
+
+**Gate rule.** This model's gates were calibrated with the rule `{rule}`: {opened} of its {tasks} training tasks
+are open.{default}"""
+
+_DEFAULT_RULE_NOTE = """ hydra_st's default rule is `confident` (open only when the one-sided 95% lower bound of
+the mean per-query dev gain is above 0), chosen on held-out halves of the dev queries without test data: see
+`evaluation/results/hydra_gate_rule.md` in the hydra_st repository."""
+
+
+def gate_rule_note(training_info: dict[str, Any]) -> str:
+    """The model card's sentence on which rule opened the gates, from ``hydra_training.json`` (``""`` if unknown).
+
+    Example:
+        >>> info = {"config": {"gate_rule": "confident"}, "gates": {"a": 1.0, "b": 1e-9}}
+        >>> "the rule `confident`: 1 of its 2 training tasks" in gate_rule_note(info)
+        True
+    """
+    config = training_info.get("config")
+    gates = training_info.get("gates")
+    rule = config.get("gate_rule") if isinstance(config, dict) else None
+    if not isinstance(rule, str) or not isinstance(gates, dict) or not gates:
+        return ""
+    # a gate is a sigmoid calibrated to 1 (open) or to ~0 (closed); 0.5 tells the two apart
+    opened = sum(1 for g in gates.values() if isinstance(g, (int, float)) and g > 0.5)
+    default = "" if rule == "confident" else _DEFAULT_RULE_NOTE
+    return _GATE_RULE_NOTE.format(rule=rule, opened=opened, tasks=len(gates), default=default)
 
 
 _NO_CARD_IS_BASE = (
@@ -207,10 +235,13 @@ def write_model_card(
     path = Path(path)
     head = model.head
     base_model = base_model_id(model, path)
+    info = path / "hydra_training.json"
+    training_info = json.loads(info.read_text(encoding="utf-8")) if info.is_file() else {}
+    if not isinstance(training_info, dict):
+        raise ValueError(f"{info} must hold a JSON object (the trainer writes one); delete it or re-run the training")
     if training is None:
-        info = path / "hydra_training.json"
         training = (
-            "```json\n" + json.dumps(json.loads(info.read_text(encoding="utf-8")), indent=2)[:6000] + "\n```"
+            "```json\n" + json.dumps(training_info, indent=2)[:6000] + "\n```"
             if info.is_file()
             else "Untrained (fresh hypernet: the generic head is a PCA/identity projection of the base embeddings)."
         )
@@ -225,7 +256,7 @@ def write_model_card(
         generated=f"{head.generator.generated_parameter_count():,}",
         trainable=f"{head.trainable_parameter_count():,}",
         path_hint=model_name or str(path),
-        gate=_GATE_NOTE if getattr(head, "gated", False) else "",
+        gate=_GATE_NOTE.format(rule=gate_rule_note(training_info)) if getattr(head, "gated", False) else "",
         no_card=_NO_CARD_IS_BASE.format(base_model=base_model) if generic_head_is_base(head) else "",
         training=training,
         evaluation=evaluation,

@@ -133,6 +133,26 @@ def test_card_keeps_the_base_model_id_across_save_and_load(tiny_hydra, tmp_path)
     assert "base_model: someone/base-encoder" in text and "HydraMTEBWrapper" in text
 
 
+@pytest.mark.parametrize(
+    ("rule", "expected", "names_default"),
+    [("positive", "the rule `positive`: 2 of its 3 training tasks", True), ("confident", "`confident`: 2 of", False)],
+)
+def test_card_of_a_gated_model_names_its_gate_rule_and_the_open_gates(
+    tiny_st_model, tmp_path, rule, expected, names_default
+):
+    from hydra_st.hydra.model_card import write_model_card
+
+    model = Hydra.from_base(tiny_st_model, out_dim=32, cond_dim=8, rank=2, hidden_dim=16, gated=True)
+    info = {"config": {"gate_rule": rule}, "gates": {"a": 1.0, "b": 2.2e-9, "c": 1.0}}
+    (tmp_path / "hydra_training.json").write_text(json.dumps(info), encoding="utf-8")
+    text = " ".join(write_model_card(model, tmp_path).split())  # the template wraps its lines
+    assert "**Gate rule.**" in text and expected in text
+    assert ("hydra_st's default rule is `confident`" in text) == names_default
+    (tmp_path / "hydra_training.json").write_text("[]", encoding="utf-8")
+    with pytest.raises(ValueError, match="must hold a JSON object"):
+        write_model_card(model, tmp_path)
+
+
 def test_card_states_its_measured_limitations(tiny_hydra, tmp_path):
     from hydra_st.hydra.model_card import measured_limitations, write_model_card
 
