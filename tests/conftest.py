@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 
@@ -145,3 +146,44 @@ def zip_folder(folder: Path, archive: Path, prefix: str) -> Path:
             if path.is_file():
                 zf.write(path, f"{prefix}/{path.relative_to(folder)}")
     return archive
+
+
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    """``push(model, repo_id) -> folder``: sentence-transformers' ``push_to_hub``, the Hub replaced at its edge.
+
+    The Hub cannot be reached here, so ``HfApi`` is replaced: ``create_repo`` answers with the repo id and
+    ``upload_folder`` copies the folder that ``push_to_hub`` saved into a temporary directory (the returned folder).
+    Everything before that (the model's ``save`` driven by ``push_to_hub``, the generated card) runs for real, and
+    the patches are undone before ``push`` returns, so the folder loads as any downloaded model would.
+    """
+    from sentence_transformers.base import model as st_model
+
+    uploads: list[Path] = []
+
+    class FakeHfApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            return SimpleNamespace(repo_id=repo_id)
+
+        def upload_folder(self, repo_id, folder_path, **kwargs):
+            uploads.append(tmp_path / f"upload-{len(uploads)}")
+            shutil.copytree(folder_path, uploads[-1])
+            return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0", pr_url=None)
+
+    def push(model, repo_id: str) -> Path:
+        with monkeypatch.context() as patch:
+            patch.setattr(st_model, "HfApi", FakeHfApi)
+            # the repo has no README yet, so push_to_hub asks the model for its card
+            patch.setattr(st_model, "load_file_path", lambda *args, **kwargs: None)
+            assert model.push_to_hub(repo_id) == f"https://huggingface.co/{repo_id}/commit/0"
+        return uploads[-1]
+
+    return push
+
+
+def card_front_matter(folder: Path) -> str:
+    """The YAML front matter of a saved model's README.md (the Hub reads ``base_model`` there)."""
+    return (folder / "README.md").read_text(encoding="utf-8").split("---")[1]

@@ -15,13 +15,12 @@ tags:
 - hydra-st
 - hypernetwork
 - task-conditioned
-base_model: {base_model}
-license: apache-2.0
+{base_model_line}license: apache-2.0
 ---
 
 # {model_name}
 
-A **Hydra** model: the frozen base encoder `{base_model}` plus a small hypernetwork that turns a *task card*
+A **Hydra** model: the frozen base encoder {base_model} plus a small hypernetwork that turns a *task card*
 (a structured description of a retrieval task) into a task-specific projection head
 ({in_dim}→{out_dim}, LayerNorm scale/shift; {generated} generated parameters per head from a hypernet of
 {trainable} trainable parameters). No per-task fine-tuning: describe a task, get an embedding space for it.{gate}
@@ -121,7 +120,7 @@ def gate_rule_note(training_info: dict[str, Any]) -> str:
 _NO_CARD_IS_BASE = (
     "\nFor this model that is the base model's embeddings (to float rounding), so an evaluator that cannot pass\n"
     "a card (MTEB without the wrapper below, sentence-transformers' InformationRetrievalEvaluator) measures\n"
-    "`{base_model}`."
+    "{base_model}."
 )
 
 
@@ -141,27 +140,35 @@ def generic_head_is_base(head: Any) -> bool:
         return bool(torch.allclose(apply_head(params, x, layer_norm=head.layer_norm), x, atol=1e-5))
 
 
-def base_model_id(model: Any, path: str | os.PathLike[str] | None = None) -> str:
-    """The Hub id of the frozen base, for the card's ``base_model`` metadata.
+def base_model_id(model: Any, path: str | os.PathLike[str] | None = None) -> str | None:
+    """The Hub id of the frozen base, for the card's ``base_model`` metadata; ``None`` when no id is known.
 
     A model built on a Hub id knows it (its transformer's ``_name_or_path``). Once saved and loaded again, that
-    field holds the local folder instead, so the id is read back from the card already in ``path`` (written at
-    the first save); failing both, the package's default base model.
-    """
-    from hydra_st.settings import DEFAULT_BASE_MODEL
+    field holds a local folder instead, so the id is read back from a card that names it: the one already in
+    ``path`` (written at an earlier save), the one of the folder the model was loaded from, or the base folder's
+    own. A base known only as a local folder has no id, and the card then claims none.
 
+    Example:
+        >>> from sentence_transformers import SentenceTransformer
+        >>> from sentence_transformers.sentence_transformer.modules import Pooling
+        >>> base_model_id(SentenceTransformer(modules=[Pooling(8)])) is None
+        True
+    """
     transformer = list(model._modules.values())[0]
     name_or_path = str(getattr(getattr(getattr(transformer, "auto_model", None), "config", None), "_name_or_path", ""))
     if "/" in name_or_path and not os.path.isabs(name_or_path) and not os.path.isdir(name_or_path):
         return name_or_path
-    readme = Path(path) / "README.md" if path is not None else None
-    if readme is not None and readme.is_file():
+    folders = [path, getattr(model, "_loaded_from", None), name_or_path if os.path.isdir(name_or_path) else None]
+    for folder in folders:
+        readme = Path(folder) / "README.md" if folder else None
+        if readme is None or not readme.is_file():
+            continue
         for line in readme.read_text(encoding="utf-8").splitlines()[:30]:
             if line.startswith("base_model:"):
                 value = line.split(":", 1)[1].strip()
                 if value and not os.path.isdir(value):
                     return value
-    return DEFAULT_BASE_MODEL
+    return None
 
 
 def measured_limitations(
@@ -248,8 +255,11 @@ def write_model_card(
     if evaluation is None:
         res = path / "hydra_results.md"
         evaluation = res.read_text(encoding="utf-8") if res.is_file() else "Not evaluated yet."
+    # a base known only as a local folder gets no base_model metadata: the Hub would link the card to a wrong model
+    shown = f"`{base_model}`" if base_model else "(a local model with no recorded Hub id)"
     text = _TEMPLATE.format(
-        base_model=base_model,
+        base_model=shown,
+        base_model_line=f"base_model: {base_model}\n" if base_model else "",
         model_name=(model_name or path.name).rstrip("/").split("/")[-1],
         in_dim=head.in_dim,
         out_dim=head.out_dim,
@@ -257,7 +267,7 @@ def write_model_card(
         trainable=f"{head.trainable_parameter_count():,}",
         path_hint=model_name or str(path),
         gate=_GATE_NOTE.format(rule=gate_rule_note(training_info)) if getattr(head, "gated", False) else "",
-        no_card=_NO_CARD_IS_BASE.format(base_model=base_model) if generic_head_is_base(head) else "",
+        no_card=_NO_CARD_IS_BASE.format(base_model=shown) if generic_head_is_base(head) else "",
         training=training,
         evaluation=evaluation,
         limitations=limitations or _GENERIC_LIMITATIONS,

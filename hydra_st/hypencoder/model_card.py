@@ -17,13 +17,12 @@ tags:
 - hypencoder
 - hydra_st
 - q-net
-base_model: {base_model}
----
+{base_model_line}---
 
 # {title}
 
 A **Hypencoder** retrieval model built with [`hydra_st`](https://huggingface.co/hydra-st) on
-`{base_model}`. A query is encoded into the parameters of a small neural network (its *q-net*); a document is
+{base_model}. A query is encoded into the parameters of a small neural network (its *q-net*); a document is
 a {doc_dim}-d vector; the relevance score is the q-net applied to the document vector.
 
 ## Architecture
@@ -185,7 +184,10 @@ def render_model_card(
         trainable = not config["freeze_base"]
     else:
         trainable = any(p.requires_grad for t in transformers for p in t.parameters())
-    base = config.get("base_model") or getattr(model.model_card_data, "base_model", None) or "unknown"
+    # a base known only as a local folder gets no base_model metadata: the Hub would link the card to a wrong model
+    base = config.get("base_model") or getattr(model.model_card_data, "base_model", None)
+    if base is not None and (not isinstance(base, str) or Path(base).is_dir()):
+        base = None
     if config:
         rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in config.items() if k not in RUN_MECHANICS)
         training = (
@@ -204,7 +206,8 @@ def render_model_card(
         evaluation = "No evaluation recorded."
     return TEMPLATE.format(
         title=Path(model_id).name,
-        base_model=base,
+        base_model=f"`{base}`" if base else "a local base model (no recorded Hub id)",
+        base_model_line=f"base_model: {base}\n" if base else "",
         doc_dim=conv.input_dim,
         transformer=type(transformers[0].auto_model).__name__ if transformers else "?",
         trainable="fine-tuned" if trainable else "frozen",

@@ -121,12 +121,11 @@ def test_corrupt_saved_head_fails_clearly(tiny_hydra, tmp_path):
 
 def test_card_keeps_the_base_model_id_across_save_and_load(tiny_hydra, tmp_path):
     from hydra_st.hydra.model_card import base_model_id, write_model_card
-    from hydra_st.settings import DEFAULT_BASE_MODEL
 
     first = tmp_path / "first"
     first.mkdir()
-    # the tiny base was loaded from a local folder: no Hub id to report, so the package default is used
-    assert base_model_id(tiny_hydra) == DEFAULT_BASE_MODEL
+    # the tiny base was loaded from a local folder whose card names no base: no Hub id to report
+    assert base_model_id(tiny_hydra) is None
     (first / "README.md").write_text("---\nbase_model: someone/base-encoder\n---\n", encoding="utf-8")
     assert base_model_id(tiny_hydra, first) == "someone/base-encoder"  # read back from the card of the first save
     text = write_model_card(tiny_hydra, first, model_name="again")
