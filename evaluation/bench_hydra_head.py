@@ -24,9 +24,11 @@ from pathlib import Path
 
 import torch
 
+from hydra_st.cli.common import add_data_args
 from hydra_st.data import load_dataset
 from hydra_st.hub.offline import load_base_model
 from hydra_st.hydra import Hydra, load_card
+from hydra_st.settings import set_default_dirs
 from hydra_st.utils.io import atomic_write_json, atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -54,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         default=str(RESULTS),
         help="folder of hydra_bench.json / hydra_bench.md (default: evaluation/results, the published benchmark)",
     )
+    add_data_args(parser)  # --data-dir / --cache-dir, else $HYDRA_ST_DATA_DIR / $HYDRA_ST_CACHE_DIR
     args = parser.parse_args(argv)
+    set_default_dirs(args.data_dir, args.cache_dir)
     ds = load_dataset(args.dataset, "test", download=False)
     texts = ds.doc_texts[: args.docs]
     base = load_base_model()

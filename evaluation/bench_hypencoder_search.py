@@ -43,10 +43,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hydra_st.cli.common import add_data_args  # noqa: E402
 from hydra_st.data import DatasetFormatError, load_dataset  # noqa: E402
 from hydra_st.hypencoder import Hypencoder  # noqa: E402
 from hydra_st.retrieval import FaissIndex, GraphSearcher, build_neighbor_graph, exhaustive_search  # noqa: E402
 from hydra_st.retrieval.graph import add_reverse_edges, index_entry_points, recall_at_k  # noqa: E402
+from hydra_st.settings import set_default_dirs  # noqa: E402
 from hydra_st.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: E402
 
 DATASETS = ("scifact", "nfcorpus", "vaswani", "cacm", "cranfield", "med", "adi", "msmarco-dl19-subset")
@@ -396,7 +398,9 @@ def main(argv: list[str] | None = None) -> int:
         default=str(ROOT / "evaluation" / "results"),
         help="folder of hypencoder_search.{md,json,png} (default: evaluation/results, the published benchmark)",
     )
+    add_data_args(parser)  # --data-dir / --cache-dir, else $HYDRA_ST_DATA_DIR / $HYDRA_ST_CACHE_DIR
     args = parser.parse_args(argv)
+    set_default_dirs(args.data_dir, args.cache_dir)
     command = " ".join(["python evaluation/bench_hypencoder_search.py", *(argv if argv is not None else sys.argv[1:])])
     torch.set_num_threads(args.threads)
     import faiss

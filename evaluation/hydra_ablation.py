@@ -6,8 +6,8 @@ full task cards), trains one hypernet on all tasks and scores Hydra with each ta
 Model selection and gates use dev queries only, as in ``hydra_eval.py``; the test split is read for the table
 alone. ``--gate-rule confident`` uses the package's default gate rule instead.
 
-Run (from the repo root, with HYDRA_ST_DATA_DIR / HYDRA_ST_CACHE_DIR set; about 10 s per variant and seed once the
-corpus embeddings are cached)::
+Run (from the repo root, with --data-dir / --cache-dir or HYDRA_ST_DATA_DIR / HYDRA_ST_CACHE_DIR; about 10 s per
+variant and seed once the corpus embeddings are cached)::
 
     python evaluation/hydra_ablation.py                          # all variants, seeds 0,1,2, all eight tasks
     python evaluation/hydra_ablation.py --variants default,no_gate --seeds 0 --tasks scifact,nfcorpus
@@ -28,9 +28,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from hydra_st.cli.common import add_data_args
 from hydra_st.hydra.evaluate import GATE_RULES, evaluate_task
 from hydra_st.hydra.pipeline import ALL_TASKS, PipelineConfig, kept_untrained_note, load_tasks, train_model
 from hydra_st.hydra.task_card import TaskCard
+from hydra_st.settings import set_default_dirs
 from hydra_st.utils.io import atomic_write_json, atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -105,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         "package's default, confident, every gate closes on these tasks and the variants tie with the base model)",
     )
     parser.add_argument("--no-progress", action="store_true")
+    add_data_args(parser)  # --data-dir / --cache-dir, else $HYDRA_ST_DATA_DIR / $HYDRA_ST_CACHE_DIR
     args = parser.parse_args(argv)
+    set_default_dirs(args.data_dir, args.cache_dir)
     names = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown:

@@ -4,7 +4,7 @@ Trains one Hydra hypernet on all tasks plus one leave-one-task-out hypernet per 
 model, the RRF teacher, Hydra (right card), Hydra (another task's card) and Hydra LOTO on each task's test
 queries, and writes ``evaluation/results/hydra.md`` and ``hydra.json``. Optionally saves the all-task model.
 
-Run (from the repo root, with HYDRA_ST_DATA_DIR / HYDRA_ST_CACHE_DIR set):
+Run (from the repo root, with --data-dir / --cache-dir or HYDRA_ST_DATA_DIR / HYDRA_ST_CACHE_DIR):
 
     python evaluation/hydra_eval.py                       # all eight shared datasets
     python evaluation/hydra_eval.py --tasks scifact,nfcorpus,med --no-loto
@@ -22,9 +22,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from hydra_st.cli.common import add_data_args
 from hydra_st.evaluation import TRAIN_OVERLAP_POOLS, PairedComparison, format_p_value
 from hydra_st.hydra.evaluate import GATE_RULES
 from hydra_st.hydra.pipeline import ALL_TASKS, PipelineConfig, kept_untrained_note, run_pipeline
+from hydra_st.settings import set_default_dirs
 from hydra_st.utils.io import atomic_write_json, atomic_write_text, replacing_folder
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -164,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         "--query-shift-gated", action="store_true", help="with --query-shift: no shift on a task whose dev it lowers"
     )
     parser.add_argument("--results", default=str(RESULTS), help="where hydra.md / hydra.json are written")
+    add_data_args(parser)  # --data-dir / --cache-dir, else $HYDRA_ST_DATA_DIR / $HYDRA_ST_CACHE_DIR
     args = parser.parse_args(argv)
+    set_default_dirs(args.data_dir, args.cache_dir)
     if args.save_model:  # checked before hours of training, and again when the model is copied
         try:
             check_model_destination(args.save_model)

@@ -17,8 +17,8 @@ Decision, fixed before the first run: ``confident`` becomes the default if, over
 losses (cells with a negative gain on B) than ``positive`` and a mean held-out gain no more than 0.0005 below
 ``positive``'s. Otherwise the current rule stays.
 
-Run (from the repo root, with HYDRA_ST_DATA_DIR / HYDRA_ST_CACHE_DIR set; about 15 s per training once the corpus
-embeddings are cached)::
+Run (from the repo root, with --data-dir / --cache-dir or HYDRA_ST_DATA_DIR / HYDRA_ST_CACHE_DIR; about 15 s per
+training once the corpus embeddings are cached)::
 
     python evaluation/hydra_gate_rule.py --no-progress
     python evaluation/hydra_gate_rule.py --seeds 0 --tasks scifact,nfcorpus
@@ -38,11 +38,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from hydra_st.cli.common import add_data_args
 from hydra_st.data.pseudo_queries import stable_fraction
 from hydra_st.hydra.evaluate import gain_lower_bound, per_query_dev_gains
 from hydra_st.hydra.generator import calibrate_gate
 from hydra_st.hydra.pipeline import ALL_TASKS, QUICKSTART_TASKS, PipelineConfig, load_tasks, train_model
 from hydra_st.hydra.tasks import QuerySet, TaskData
+from hydra_st.settings import set_default_dirs
 from hydra_st.utils.io import atomic_write_json, atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -249,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also show what each rule decides for this saved model's tasks ('' to skip)",
     )
     parser.add_argument("--published-tasks", default=",".join(ALL_TASKS))
+    add_data_args(parser)  # --data-dir / --cache-dir, else $HYDRA_ST_DATA_DIR / $HYDRA_ST_CACHE_DIR
     args = parser.parse_args(argv)
+    set_default_dirs(args.data_dir, args.cache_dir)
     from hydra_st.hub.offline import load_base_model
 
     t0 = time.perf_counter()

@@ -24,8 +24,8 @@ Loss: softmax cross-entropy of each relevant document (graded relevance as weigh
 non-relevant documents for that query, scale 20; Adam, full batch. A head trained by a card alone, for a task the
 hypernet never saw, cannot be expected to beat the cross-fitted number.
 
-Run (from the repo root, with HYDRA_ST_DATA_DIR / HYDRA_ST_CACHE_DIR set; about a minute once embeddings are
-cached)::
+Run (from the repo root, with --data-dir / --cache-dir or HYDRA_ST_DATA_DIR / HYDRA_ST_CACHE_DIR; about a minute once
+embeddings are cached)::
 
     python evaluation/hydra_head_ceiling.py
     python evaluation/hydra_head_ceiling.py --tasks scifact,nfcorpus --steps 100
@@ -46,10 +46,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from hydra_st.cli.common import add_data_args
 from hydra_st.data.pseudo_queries import stable_fraction
 from hydra_st.evaluation import evaluate_run
 from hydra_st.hydra.pipeline import ALL_TASKS, load_tasks
 from hydra_st.hydra.preferences import dense_run
+from hydra_st.settings import set_default_dirs
 from hydra_st.utils.io import atomic_write_json, atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -356,7 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     parser.add_argument("--results", default=str(RESULTS), help="where hydra_head_ceiling.{md,json} go")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_data_args(parser)  # --data-dir / --cache-dir, else $HYDRA_ST_DATA_DIR / $HYDRA_ST_CACHE_DIR
     args = parser.parse_args(argv)
+    set_default_dirs(args.data_dir, args.cache_dir)
     torch.set_num_threads(args.threads)
     from hydra_st.hub.offline import load_base_model
 

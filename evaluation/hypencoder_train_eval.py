@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evaluation.hypencoder_report import card_summary, render  # noqa: E402
+from hydra_st.cli.common import add_data_args  # noqa: E402
 from hydra_st.data import available_splits, dataset_problem, load_dataset  # noqa: E402
 from hydra_st.evaluation import (  # noqa: E402
     TRAIN_OVERLAP_POOLS,
@@ -49,6 +50,7 @@ from hydra_st.hypencoder.training import HypencoderTrainingConfig, train_hypenco
 from hydra_st.hypencoder.training_data import build_teacher_examples  # noqa: E402
 from hydra_st.hypencoder.validation import split_examples, validation_ndcg  # noqa: E402
 from hydra_st.retrieval import exhaustive_search, to_run  # noqa: E402
+from hydra_st.settings import set_default_dirs  # noqa: E402
 from hydra_st.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
@@ -221,7 +223,9 @@ def main() -> int:
         help="where the models of the other training groups go (with --per-dataset: every dataset after the first; "
         "default: outputs/ with the default --out, else <out>/models)",
     )
+    add_data_args(parser)  # --data-dir / --cache-dir, else $HYDRA_ST_DATA_DIR / $HYDRA_ST_CACHE_DIR
     args = parser.parse_args()
+    set_default_dirs(args.data_dir, args.cache_dir)
     names = args.datasets.split(",")
     if problem := dataset_problem(names, ["train", "test"]):  # training needs train queries, evaluation a test split
         print(f"{parser.prog}: error: --datasets {problem}", file=sys.stderr)

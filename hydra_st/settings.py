@@ -46,3 +46,26 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
         return Path(data_dir).expanduser()
     env = os.environ.get(DATA_DIR_ENV)
     return Path(env).expanduser() if env else resolve_cache_dir() / "datasets"
+
+
+def set_default_dirs(
+    data_dir: str | os.PathLike[str] | None = None, cache_dir: str | os.PathLike[str] | None = None
+) -> None:
+    """Make ``data_dir`` / ``cache_dir`` this process's defaults, for scripts whose ``--data-dir`` / ``--cache-dir``
+    must reach every loader they call (and the processes they start).
+
+    It sets the environment variables that :func:`resolve_data_dir` and :func:`resolve_cache_dir` read; ``None``
+    leaves a variable as it is.
+
+    Example:
+        >>> import os
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, {}):  # restored after the block
+        ...     set_default_dirs("/data/beir")
+        ...     str(resolve_data_dir())
+        '/data/beir'
+    """
+    if data_dir is not None:
+        os.environ[DATA_DIR_ENV] = os.fspath(Path(data_dir).expanduser())
+    if cache_dir is not None:
+        os.environ[CACHE_DIR_ENV] = os.fspath(Path(cache_dir).expanduser())

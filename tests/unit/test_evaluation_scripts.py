@@ -121,3 +121,16 @@ def test_card_summary_of_a_dataset_with_a_new_pool_only(train_eval):
     comparison, text = train_eval.card_summary(results, "hypencoder", "toy")
     assert comparison["toy"]["this model"] == 0.30
     assert "Below zero-shot" in text and "train_pool" not in text
+
+
+@pytest.mark.parametrize("name", ["hydra_eval", "hydra_ablation", "hydra_gate_rule", "hydra_head_ceiling"])
+def test_pipeline_scripts_read_the_data_dir_given_by_their_option(name, tmp_path, monkeypatch):
+    from hydra_st.settings import CACHE_DIR_ENV, DATA_DIR_ENV
+
+    # the option sets the environment of this process; monkeypatch restores both variables after the test
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.delenv(CACHE_DIR_ENV, raising=False)
+    nowhere = tmp_path / "no-datasets-here"
+    with pytest.raises(FileNotFoundError, match=f"not found under {nowhere}"):
+        _script(name).main(["--data-dir", str(nowhere), "--cache-dir", str(tmp_path / "cache")])
+    assert not (tmp_path / "cache").exists()  # it stopped at the data check, before any encoding
