@@ -147,12 +147,6 @@ def test_mean_over_unjudged_queries_names_them() -> None:
 # ties: trec_eval's order (score descending, then doc id descending) for every metric, mrr@10 included
 
 
-def _trec_eval_top(scores: dict[str, float], k: int) -> dict[str, float]:
-    """The ``k`` first documents in trec_eval's order: score descending, then doc id descending."""
-    order = sorted(scores, key=lambda d: (scores[d], d), reverse=True)
-    return {d: scores[d] for d in order[:k]}
-
-
 def test_mrr_at_10_breaks_a_tie_as_trec_eval_and_the_other_metrics_do() -> None:
     qrels = {"q": {"a": 1}}
     run = {"q": {"a": 1.0, "z": 1.0}}  # a tie: trec_eval ranks z (the larger id) first
@@ -175,15 +169,33 @@ def test_every_metric_agrees_with_pytrec_eval_on_runs_full_of_ties() -> None:
     # scores from a set of three values: nearly every rank is a tie
     run = {q: {d: float(rng.choice([0, 1, 2])) for d in rng.sample(docs, 25)} for q in qrels}
     ours = evaluate_run(qrels, run, metrics=["mrr@10", "ndcg@10", "precision@1", "recall@10", "map"]).per_query
-    full = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "P.1", "recall.10", "map"}).evaluate(run)
-    cut = {q: _trec_eval_top(scores, 10) for q, scores in run.items()}
-    rr10 = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(cut)
+    full = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank", "ndcg_cut.10", "P.1", "recall.10", "map"}).evaluate(
+        run
+    )
     for q in qrels:
-        assert ours[q]["mrr@10"] == pytest.approx(rr10[q]["recip_rank"]), q
+        # trec_eval's reciprocal rank over the whole run, cut at 10: an independent reference for mrr@10
+        rr = full[q]["recip_rank"]
+        assert ours[q]["mrr@10"] == pytest.approx(rr if rr >= 1 / 10 else 0.0), q
         assert ours[q]["ndcg@10"] == pytest.approx(full[q]["ndcg_cut_10"]), q
         assert ours[q]["precision@1"] == pytest.approx(full[q]["P_1"]), q
         assert ours[q]["recall@10"] == pytest.approx(full[q]["recall_10"]), q
         assert ours[q]["map"] == pytest.approx(full[q]["map"]), q
+
+
+@pytest.mark.parametrize(
+    "scores",
+    [
+        {"a": 0.5 + 1e-12, "b": 0.5},  # equal as C floats: a tie that trec_eval breaks by doc id ("b" first)
+        {"a": 1.0 + 2**-30, "b": 1.0},
+        {"a": 1e308, "b": 1e300},  # both beyond float32's range: both +inf to trec_eval
+        {"a": 0.5 + 1e-7, "b": 0.5},  # distinct as C floats: "a" first
+    ],
+)
+def test_scores_are_compared_as_trec_eval_stores_them(scores) -> None:
+    qrels, run = {"q": {"a": 1}}, {"q": scores}
+    reference = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recip_rank"}).evaluate(run)["q"]
+    ours = evaluate_run(qrels, run, metrics=["ndcg@10", "mrr@10"]).aggregate
+    assert ours == pytest.approx({"ndcg@10": reference["ndcg_cut_10"], "mrr@10": reference["recip_rank"]})
 
 
 def test_a_nan_score_in_a_run_in_memory_is_refused() -> None:
