@@ -59,7 +59,9 @@ class Hydra(SentenceTransformer):
         if modules and isinstance(modules[-1], HydraHead):
             self._check_unit_input(model_name_or_path)
         name_local_model(self, model_name_or_path)
-        # remembered so that saving an unchanged loaded model keeps its card and records (see save)
+        # remembered so that saving an unchanged loaded model keeps its card and records (see save), and so that
+        # the transformer of a model loaded whole from the Hub is not taken for its base (see base_model_id)
+        self._loaded_name = os.fspath(model_name_or_path) if model_name_or_path is not None else None
         source = Path(model_name_or_path) if isinstance(model_name_or_path, str | os.PathLike) else None
         self._loaded_from = source if source is not None and source.is_dir() else None
         self._loaded_head_digest = self._head_digest() if model_name_or_path is not None else None
@@ -207,11 +209,12 @@ class Hydra(SentenceTransformer):
     ) -> None:
         """Save with safetensors; the head's class is recorded as ``hydra_head.HydraHead`` (root remote code).
 
-        A model loaded from a folder and saved with its head unchanged keeps that folder's model card and its
-        training and evaluation records (``hydra_training.json``, ``hydra_results.md``, ``cards/``), as
-        sentence-transformers keeps a loaded card; a changed head gets a new card. Records already in ``path``
-        that are not this model's (another model saved there before, or this model before it changed) are
-        removed, so the folder and its card never report a run the saved weights did not come from.
+        A model loaded from a folder and saved with its head unchanged keeps that folder's model card and its training
+        and evaluation records (``hydra_training.json``, ``hydra_results.md``, ``cards/``), as sentence-transformers
+        keeps a loaded card (with a ``model_name``, as ``push_to_hub`` passes, the card names that repository
+        instead); a changed head gets a new card. Records already in ``path`` that are not this model's (another model
+        saved there before, or this model before it changed) are removed, so the folder and its card never report a
+        run the saved weights did not come from.
         """
         if not safe_serialization:
             raise ValueError("Hydra saves safetensors only; drop safe_serialization=False")
@@ -229,12 +232,16 @@ class Hydra(SentenceTransformer):
                 _copy_companions(source, target)
         if not create_model_card:
             return
+        from hydra_st.hub.model_cards import retarget_card
         from hydra_st.utils.io import atomic_write_text
 
         from .model_card import write_model_card
 
-        if unchanged and self._model_card_text and model_name is None:
-            atomic_write_text(target / "README.md", self._model_card_text)
+        if unchanged and self._model_card_text:
+            # the loaded card, its measured results included; pushed elsewhere (push_to_hub passes model_name), it
+            # names the new repository
+            text = self._model_card_text
+            atomic_write_text(target / "README.md", retarget_card(text, "Hydra", model_name) if model_name else text)
         elif self._loaded_head_digest is not None and not unchanged:
             origin = f"`{source}`" if source is not None else "a saved model"
             training = f"Trained further after loading {origin}; this folder records no training run of its own."

@@ -143,10 +143,10 @@ def generic_head_is_base(head: Any) -> bool:
 def base_model_id(model: Any, path: str | os.PathLike[str] | None = None) -> str | None:
     """The Hub id of the frozen base, for the card's ``base_model`` metadata; ``None`` when no id is known.
 
-    A model built on a Hub id knows it (its transformer's ``_name_or_path``). Once saved and loaded again, that
-    field holds a local folder instead, so the id is read back from a card that names it: the one already in
-    ``path`` (written at an earlier save), the one of the folder the model was loaded from, or the base folder's
-    own. A base known only as a local folder has no id, and the card then claims none.
+    A model built on a Hub id knows it (its transformer's ``_name_or_path``), unless that is the id the whole
+    Hydra was loaded by. Otherwise the id comes from the front matter of the card the model was loaded with, or of
+    the card already in ``path`` (written at an earlier save). A base known only as a local folder has no id, and
+    the card then claims none.
 
     Example:
         >>> from sentence_transformers import SentenceTransformer
@@ -154,20 +154,17 @@ def base_model_id(model: Any, path: str | os.PathLike[str] | None = None) -> str
         >>> base_model_id(SentenceTransformer(modules=[Pooling(8)])) is None
         True
     """
-    transformer = list(model._modules.values())[0]
-    name_or_path = str(getattr(getattr(getattr(transformer, "auto_model", None), "config", None), "_name_or_path", ""))
-    if "/" in name_or_path and not os.path.isabs(name_or_path) and not os.path.isdir(name_or_path):
-        return name_or_path
-    folders = [path, getattr(model, "_loaded_from", None), name_or_path if os.path.isdir(name_or_path) else None]
-    for folder in folders:
-        readme = Path(folder) / "README.md" if folder else None
-        if readme is None or not readme.is_file():
-            continue
-        for line in readme.read_text(encoding="utf-8").splitlines()[:30]:
-            if line.startswith("base_model:"):
-                value = line.split(":", 1)[1].strip()
-                if value and not os.path.isdir(value):
-                    return value
+    from hydra_st.hub.model_cards import card_base_model, transformer_base_id
+
+    if found := transformer_base_id(model):
+        return found
+    existing = Path(path) / "README.md" if path is not None else None
+    for card in (
+        getattr(model, "_model_card_text", None),
+        existing.read_text(encoding="utf-8") if existing is not None and existing.is_file() else None,
+    ):
+        if base := card_base_model(card):
+            return base
     return None
 
 

@@ -20,6 +20,7 @@ class to :class:`Hypencoder` (the similarity name itself is a closed enum in sen
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,8 @@ class Hypencoder(SentenceTransformer):
                     "SentenceTransformer, or re-save the Hypencoder)"
                 )
         name_local_model(self, model_name_or_path)
+        # a model loaded whole from the Hub has this id as its transformer's name: it is not the base's (model card)
+        self._loaded_name = os.fspath(model_name_or_path) if model_name_or_path is not None else None
 
     @property
     def similarity_fn_name(self) -> Any:
@@ -132,15 +135,20 @@ class Hypencoder(SentenceTransformer):
         return super().encode_query(*args, **kwargs)
 
     def _create_model_card(self, path: str, model_name: str | None = None, *args: Any, **kwargs: Any) -> None:
-        # a loaded card is kept as sentence-transformers does; a new model gets the Hypencoder card, not ST's
-        # generic one (which would call it a cosine model of the q-net's size)
-        if self._model_card_text:
-            return super()._create_model_card(path, model_name, *args, **kwargs)
+        # a loaded card is kept as sentence-transformers does, naming the repository it is pushed to (push_to_hub
+        # passes model_name); a new model gets the Hypencoder card, not ST's generic one (which would call it a
+        # cosine model of the q-net's size)
+        from hydra_st.hub.model_cards import retarget_card
         from hydra_st.utils.io import atomic_write_text
 
-        from .model_card import render_model_card
+        if self._model_card_text:
+            if not model_name:
+                return super()._create_model_card(path, model_name, *args, **kwargs)
+            text = retarget_card(self._model_card_text, "Hypencoder", model_name)
+        else:
+            from .model_card import render_model_card
 
-        text = render_model_card(self, model_id=model_name or Path(path).name)
+            text = render_model_card(self, model_id=model_name or Path(path).name)
         atomic_write_text(Path(path) / "README.md", text)
 
     @classmethod

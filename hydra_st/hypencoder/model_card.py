@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hydra_st.hub.model_cards import hub_model_id, transformer_base_id
+from hydra_st.hypencoder.base_reference import BaseModelReference
 from hydra_st.hypencoder.config_checks import RUN_MECHANICS
 from hydra_st.utils.io import atomic_write_json, atomic_write_text
 
@@ -184,10 +186,10 @@ def render_model_card(
         trainable = not config["freeze_base"]
     else:
         trainable = any(p.requires_grad for t in transformers for p in t.parameters())
-    # a base known only as a local folder gets no base_model metadata: the Hub would link the card to a wrong model
-    base = config.get("base_model") or getattr(model.model_card_data, "base_model", None)
-    if base is not None and (not isinstance(base, str) or Path(base).is_dir()):
-        base = None
+    # the base's Hub id, or none (a base known only as a local folder): the Hub links the card to base_model
+    references = [m.base_model_id for m in model.modules() if isinstance(m, BaseModelReference)]
+    candidates = [*map(hub_model_id, [*references, config.get("base_model")]), transformer_base_id(model)]
+    base = next((found for found in candidates if found), None)
     if config:
         rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in config.items() if k not in RUN_MECHANICS)
         training = (
