@@ -11,7 +11,7 @@ from hydra_st.evaluation.metrics import (
     parse_metric,
     split_by_train_overlap,
 )
-from hydra_st.evaluation.runs import RunFormatError, read_trec_run, write_trec_run
+from hydra_st.evaluation.runs import RunFormatError, read_trec_run, trec_eval_order, write_trec_run
 from hydra_st.evaluation.significance import PairedComparison, format_p_value, paired_comparison
 from hydra_st.evaluation.tables import format_table
 
@@ -28,5 +28,6 @@ __all__ = [
     "parse_metric",
     "read_trec_run",
     "split_by_train_overlap",
+    "trec_eval_order",
     "write_trec_run",
 ]

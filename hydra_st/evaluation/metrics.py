@@ -22,14 +22,14 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from hydra_st.evaluation.runs import trec_eval_order
 from hydra_st.utils.io import atomic_write_json
 
 DEFAULT_METRICS = ("ndcg@10", "mrr@10", "recall@100", "map")
@@ -194,28 +194,22 @@ def evaluate_run(
 
 
 def _trec_eval_ranks(query_id: str, scores: dict[str, float]) -> dict[str, float]:
-    """Each score replaced by a strictly decreasing value in trec_eval order: score descending, then doc id descending.
+    """Each score replaced by a strictly decreasing value in trec_eval's order (:func:`trec_eval_order`).
 
-    trec_eval (so pytrec_eval) keeps each score as a C ``float`` (float32), so scores that differ only beyond float32
-    precision, or overflow it, tie; it breaks ties by doc id descending. ir_measures sends some measures (``RR@k``) to
-    other providers that break them by doc id ascending; with distinct values every provider sees trec_eval's
-    ranking. No trec_eval measure reads the score values themselves, so the pytrec_eval metrics do not change (the
-    new values are exact in float32 up to 2**24 documents per query).
+    ir_measures sends some measures (``RR@k``) to other providers than trec_eval, which break ties by doc id
+    ascending; with distinct values every provider sees trec_eval's ranking. No trec_eval measure reads the score
+    values themselves, so the pytrec_eval metrics do not change (the new values are exact in float32 up to 2**24
+    documents per query).
 
     Example:
         >>> _trec_eval_ranks("q", {"a": 1.0, "z": 1.0, "m": 3.0, "b": 1.0 + 1e-12})
         {'m': 4.0, 'z': 3.0, 'b': 2.0, 'a': 1.0}
     """
-    doc_ids = list(scores)
-    values = np.array([scores[doc_id] for doc_id in doc_ids], dtype=np.float64)
-    if np.isnan(values).any():  # NaN compares false with everything: its rank would depend on the provider's sort
-        doc_id = doc_ids[int(np.flatnonzero(np.isnan(values))[0])]
-        raise ValueError(f"score of document {doc_id!r} for query {query_id!r} is NaN: a run needs real scores")
-    with np.errstate(over="ignore"):  # beyond float32's range trec_eval sees +-inf, and so does this order
-        stored = values.astype(np.float32).tolist()
-    # Python compares str by code point, which for UTF-8 text is the byte order trec_eval's strcmp uses.
-    order = sorted(range(len(doc_ids)), key=lambda i: (stored[i], doc_ids[i]), reverse=True)
-    return {doc_ids[i]: float(len(order) - rank) for rank, i in enumerate(order)}
+    for doc_id, score in scores.items():
+        if math.isnan(score):  # NaN compares false with everything: its rank would depend on the provider's sort
+            raise ValueError(f"score of document {doc_id!r} for query {query_id!r} is NaN: a run needs real scores")
+    order = trec_eval_order(scores)
+    return {doc_id: float(len(order) - rank) for rank, doc_id in enumerate(order)}
 
 
 TRAIN_OVERLAP_POOLS = ("train_pool", "new_pool")

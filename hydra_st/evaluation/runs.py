@@ -8,6 +8,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
+
 from hydra_st.utils.io import atomic_open
 
 _WHITESPACE = re.compile(r"\s")  # a regex search per id is a C loop: cheap for runs of millions of lines
@@ -28,10 +30,27 @@ class RunFormatError(ValueError):
     """
 
 
+def trec_eval_order(scores: Mapping[str, float]) -> list[str]:
+    """Document ids in the order trec_eval ranks them: score descending, then doc id descending.
+
+    trec_eval (so pytrec_eval) keeps each score as a C ``float`` (float32): scores that differ only beyond float32
+    precision, or overflow it, tie. Python compares str by code point, which for UTF-8 text is the byte order of
+    trec_eval's strcmp.
+
+    Example:
+        >>> trec_eval_order({"a": 1.0, "z": 1.0, "m": 3.0, "b": 1.0 + 1e-12})
+        ['m', 'z', 'b', 'a']
+    """
+    doc_ids = list(scores)
+    with np.errstate(over="ignore"):  # beyond float32's range trec_eval sees +-inf, and so does this order
+        stored = np.asarray([scores[d] for d in doc_ids], dtype=np.float64).astype(np.float32).tolist()
+    return [doc_ids[i] for i in sorted(range(len(doc_ids)), key=lambda i: (stored[i], doc_ids[i]), reverse=True)]
+
+
 def write_trec_run(
     run: Mapping[str, Mapping[str, float]], path: str | os.PathLike[str], tag: str = "hydra_st"
 ) -> None:
-    """Write ``run`` as a TREC run file, atomically, ranks by descending score (ties by doc id).
+    """Write ``run`` as a TREC run file, atomically, ranked as trec_eval ranks it (:func:`trec_eval_order`).
 
     Scores are written with ``repr(float(score))``, the shortest text that parses back to the same float, so
     metrics computed from the file equal those of the run in memory (a rounded score could turn two near-duplicate
@@ -57,7 +76,7 @@ def write_trec_run(
     with atomic_open(path, "w") as handle:
         for qid, scores in run.items():
             _check_id("query", qid)
-            for rank, doc_id in enumerate(sorted(scores, key=lambda d: (-scores[d], d)), start=1):
+            for rank, doc_id in enumerate(trec_eval_order(scores), start=1):
                 score = scores[doc_id]
                 _check_id("document", doc_id)
                 if not math.isfinite(score):

@@ -202,3 +202,13 @@ def test_a_nan_score_in_a_run_in_memory_is_refused() -> None:
     # NaN has no place in any order: each provider would rank it differently
     with pytest.raises(ValueError, match=r"document 'd2' for query 'q1' is NaN"):
         evaluate_run({"q1": {"d1": 1}}, {"q1": {"d1": 1.0, "d2": float("nan")}}, metrics=["mrr@10"])
+
+
+def test_a_written_run_ranks_tied_documents_as_trec_eval_scores_them(tmp_path: Path) -> None:
+    run = {"q": {"a": 1.0, "z": 1.0, "b": 1.0 + 1e-12, "m": 3.0}}  # b ties with a and z in float32
+    write_trec_run(run, tmp_path / "run.trec")
+    ranked = [line.split()[2:4] for line in (tmp_path / "run.trec").read_text().splitlines()]
+    assert ranked == [["m", "1"], ["z", "2"], ["b", "3"], ["a", "4"]]
+    qrels = {"q": {"b": 1}}
+    reference = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(run)["q"]["recip_rank"]
+    assert reference == 1 / 3  # the rank the file gives b is the one trec_eval scores
