@@ -71,30 +71,3 @@ def test_cli_end_to_end(tiny_st_model, beir_data_dir, tmp_path):
 def test_cli_errors(tmp_path, capsys):
     assert main(["build-graph", "--store", str(tmp_path / "missing")]) == 1
     assert "hydra-st encode" in capsys.readouterr().err
-
-
-@pytest.mark.integration
-@pytest.mark.parametrize("family", ["hypencoder", "bi-encoder"])
-def test_encode_batch_size_reaches_every_encode_call(family, tiny_st_model, beir_data_dir, tmp_path, monkeypatch):
-    from sentence_transformers import SentenceTransformer
-
-    model_dir = tmp_path / "model"
-    if family == "hypencoder":
-        Hypencoder.from_base(tiny_st_model, converter=QNetConverter([32, 1], linear_skip=True)).save(str(model_dir))
-    else:
-        tiny_st_model.save(str(model_dir))
-    seen: list[int | None] = []
-    real_encode = SentenceTransformer.encode
-
-    def recording_encode(self, *args, **kwargs):
-        seen.append(kwargs.get("batch_size"))
-        return real_encode(self, *args, **kwargs)
-
-    monkeypatch.setattr(SentenceTransformer, "encode", recording_encode)
-    # an empty cache: the documents are encoded, not read back from an earlier test's embeddings
-    options = ["--dataset", "adi", "--data-dir", str(beir_data_dir), "--cache-dir", str(tmp_path / "cache")]
-    assert (
-        main(["encode", "--model", str(model_dir), "--output", str(tmp_path / "store"), *options, "--batch-size", "3"])
-        == 0
-    )
-    assert seen and set(seen) == {3}

@@ -115,12 +115,16 @@ def test_retrieve_ranks_a_euclidean_biencoder_by_its_similarity_and_faiss_refuse
     assert "similarity is euclidean" in capsys.readouterr().err
 
 
-# --- 3. encode --batch-size reaches a Hypencoder's document encoding --------------------------------------------
+# --- 3. encode --batch-size reaches every document encode, a Hypencoder's and a plain bi-encoder's ---------------
 
 
-def test_encode_batch_size_reaches_every_hypencoder_document_encode(hyp_dir, toy_dataset_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("family", ["hypencoder", "bi-encoder"])
+def test_encode_batch_size_reaches_every_document_encode(
+    family, hyp_dir, tiny_st_model_dir, toy_dataset_dir, tmp_path, monkeypatch
+):
     from sentence_transformers import SentenceTransformer
 
+    model_dir = hyp_dir if family == "hypencoder" else tiny_st_model_dir
     seen: list[int | None] = []
     real = SentenceTransformer.encode
 
@@ -129,7 +133,8 @@ def test_encode_batch_size_reaches_every_hypencoder_document_encode(hyp_dir, toy
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(SentenceTransformer, "encode", spy)
-    args = ["encode", "--model", str(hyp_dir), "--dataset", str(toy_dataset_dir), "--output", str(tmp_path / "s")]
+    args = ["encode", "--model", str(model_dir), "--dataset", str(toy_dataset_dir), "--output", str(tmp_path / "s")]
+    # an empty cache: the documents are encoded, not read back from an earlier test's embeddings
     assert main([*args, "--batch-size", "2", "--cache-dir", str(tmp_path / "cache")]) == 0
     assert seen and set(seen) == {2}
 
