@@ -7,8 +7,18 @@ The released checkpoints (BERT-base, 2/4/6/8 q-net layers) hold one tied BERT un
 The hyper-head parameter names of :class:`~hydra_st.hypencoder.HyperHead` are the same without the prefix; the
 q-net shape is read from the base matrices. The document side is CLS pooling without normalisation.
 
-Only safetensors files (or an in-memory state dict) are read: convert a ``pytorch_model.bin`` to safetensors first
-(e.g. ``torch.load(path, weights_only=True)`` then ``safetensors.torch.save_file``), never unpickle untrusted files.
+Only safetensors files (or an in-memory state dict) are read, never an unpickled file. A released
+``pytorch_model.bin`` converts to safetensors without the passage copy of its tied BERT (safetensors refuses two
+names for one tensor; the query copy is kept)::
+
+    import torch
+    from safetensors.torch import save_file
+
+    state = torch.load("pytorch_model.bin", weights_only=True)
+    save_file({k: v for k, v in state.items() if not k.startswith("passage_encoder.")}, "model.safetensors")
+
+The released models were evaluated with queries cut at 64 tokens in-domain (MS MARCO, TREC DL) and 512 out of
+domain; the converted model has one ``max_seq_length`` for both sides (512 by default).
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
@@ -26,6 +37,7 @@ from hydra_st.hypencoder.qnet import QNetConverter
 
 PREFIX = "query_encoder."
 TRANSFORMER_PREFIX = "query_encoder.transformer."
+PASSAGE_PREFIX = "passage_encoder.transformer."
 HEAD_KEYS = (
     "hyper_base_matrices",
     "hyper_base_vectors",
@@ -61,6 +73,12 @@ def released_converter(state_dict: Mapping[str, Tensor]) -> QNetConverter:
         elif dims[-1] != inn:
             raise ValueError(f"q-net matrix {i} reads {inn} features but matrix {i - 1} writes {dims[-1]}")
         dims.append(out)
+    if dims[-1] != 1:
+        last = len(shapes) - 1
+        raise ValueError(
+            f"hyper_base_matrices.{last} writes {dims[-1]} features, but a q-net's last matrix writes 1 (the score): "
+            f"is 'query_encoder.hyper_base_matrices.{last + 1}' missing?"
+        )
     return QNetConverter(
         dims, activation="relu", layer_norm=True, residual=True, residual_on_last=False, linear_skip=False
     )
@@ -69,13 +87,45 @@ def released_converter(state_dict: Mapping[str, Tensor]) -> QNetConverter:
 def split_state_dict(
     state_dict: Mapping[str, Tensor], require_transformer: bool = True
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Split a released state dict into (BERT weights without prefix, hyper-head weights without prefix)."""
-    bert, head = {}, {}
+    """Split a released state dict into (BERT weights without prefix, hyper-head weights without prefix).
+
+    Raises:
+        ValueError: a key that no Hypencoder checkpoint has (named), a passage BERT that differs from the query
+            BERT (the released checkpoints tie them, and the converted model shares one), or no BERT at all when
+            ``require_transformer``.
+    """
+    bert: dict[str, Tensor] = {}
+    passage: dict[str, Tensor] = {}
+    head: dict[str, Tensor] = {}
+    unknown = []
     for key, value in state_dict.items():
         if key.startswith(TRANSFORMER_PREFIX):
             bert[key[len(TRANSFORMER_PREFIX) :]] = value
+        elif key.startswith(PASSAGE_PREFIX):
+            passage[key[len(PASSAGE_PREFIX) :]] = value
         elif key.startswith(PREFIX) and key[len(PREFIX) :].split(".")[0] in HEAD_KEYS:
             head[key[len(PREFIX) :]] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} key(s) that no released Hypencoder checkpoint has, e.g. {sorted(unknown)[:5]}: a renamed "
+            "key, or another model's checkpoint (its weights would be dropped, so nothing is converted)"
+        )
+    if passage and not bert:
+        bert = passage  # a de-duplicated file may keep only one name of the tied BERT
+    elif passage:
+        differ = sorted(
+            k
+            for k in bert.keys() | passage.keys()
+            if k not in bert or k not in passage or not torch.equal(bert[k], passage[k])
+        )
+        if differ:
+            raise ValueError(
+                f"the passage encoder's BERT differs from the query encoder's ({differ[:3]}): the released "
+                "checkpoints tie the two, and the converted model shares one transformer, so an untied checkpoint "
+                "cannot convert"
+            )
     if require_transformer and not bert:
         raise ValueError("no 'query_encoder.transformer.*' weights in the state dict: not a Hypencoder checkpoint")
     return bert, head
@@ -97,8 +147,16 @@ def convert_hyper_head(state_dict: Mapping[str, Tensor]) -> HyperHead:
     for key, value in head_state.items():
         if tuple(value.shape) != tuple(expected[key].shape):
             raise ValueError(f"{key}: shape {tuple(value.shape)} but the config needs {tuple(expected[key].shape)}")
+    _check_finite(head_state, PREFIX)
     head.load_state_dict({k: v.float() for k, v in head_state.items()})
     return head
+
+
+def _check_finite(state: Mapping[str, Tensor], prefix: str) -> None:
+    """Refuse NaN or infinite weights (a damaged checkpoint), naming the first such tensor."""
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{prefix}{key} holds NaN or infinite values: the checkpoint is damaged")
 
 
 def load_released_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -108,8 +166,8 @@ def load_released_state_dict(path: str | Path) -> dict[str, Tensor]:
         path = path / "model.safetensors"
     if path.suffix != ".safetensors":
         raise ValueError(
-            f"{path}: only .safetensors checkpoints are read; convert pytorch_model.bin to safetensors "
-            "with torch.load(..., weights_only=True) + safetensors.torch.save_file first"
+            f"{path}: only .safetensors checkpoints are read; convert pytorch_model.bin to safetensors first "
+            "(hydra_st.hypencoder.convert's docstring shows how: drop the passage copy of the tied BERT)"
         )
     try:
         return load_file(str(path))
@@ -157,8 +215,11 @@ def convert_checkpoint(
     if config.hidden_size != head.hidden_size:
         raise ValueError(f"BERT hidden size {config.hidden_size} != q-net input width {head.hidden_size}")
     bert = BertModel(config, add_pooling_layer=any(k.startswith("pooler.") for k in bert_state))
+    _check_finite(bert_state, TRANSFORMER_PREFIX)
     missing, unexpected = bert.load_state_dict(bert_state, strict=False)
+    # position_ids is a buffer that some transformers versions save and others do not
     missing = [k for k in missing if not k.endswith("position_ids")]
+    unexpected = [k for k in unexpected if not k.endswith("position_ids")]
     if missing or unexpected:
         raise ValueError(f"BERT weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
     import tempfile

@@ -35,5 +35,5 @@ def synthetic_released_state_dict(
             out[f"{PREFIX}{name}.{k}.bias"] = torch.randn(width, generator=gen) * 0.05
     for key, value in (bert_state or {}).items():
         out[f"{TRANSFORMER_PREFIX}{key}"] = value
-        out[f"passage_encoder.transformer.{key}"] = value.clone()  # tied in memory, separate on disk
+        out[f"passage_encoder.transformer.{key}"] = value  # the same tensor, as in the released .bin (tied BERT)
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -63,7 +64,10 @@ def test_converted_model_matches_reference(tiny_st_model, tmp_path, n_layers):
     transformer = tiny_st_model[0]
     bert_state = {k: v.clone() for k, v in transformer.auto_model.state_dict().items()}
     sd = synthetic_released_state_dict(n_layers, hidden=32, bert_state=bert_state, seed=n_layers)
-    save_file(sd, str(tmp_path / "model.safetensors"))
+    # saved as the module docstring says: without the passage copy of the tied BERT
+    save_file(
+        {k: v for k, v in sd.items() if not k.startswith("passage_encoder.")}, str(tmp_path / "model.safetensors")
+    )
     model = convert_checkpoint(
         tmp_path / "model.safetensors",
         transformer.auto_model.config.to_dict(),
@@ -96,17 +100,12 @@ def test_converted_model_matches_reference(tiny_st_model, tmp_path, n_layers):
 
 
 @pytest.mark.parametrize("n_layers,head_params", [(2, 11.2e6), (4, 20.7e6), (6, 30.1e6), (8, 39.6e6)])
-def test_bert_base_shapes(n_layers, head_params):
-    # Shapes only (no allocation): the hyper-head size of the released BERT-base checkpoints.
-    from hydra_st.hypencoder.qnet import QNetConverter
-
-    conv = QNetConverter([768] * (n_layers + 1) + [1])
-    count = 0
-    for i, o in conv.weight_shapes:
-        count += 2 * o * i + 2 * (768 * i + i) + (i * i + i)  # queries + base, key/value, projection
-    for o in conv.bias_shapes:
-        count += 2 * o + 2 * (768 * o + o) + (o * o + o)
-    assert count == pytest.approx(head_params, rel=0.01)
+def test_bert_base_heads_convert(n_layers, head_params):
+    # the hyper-heads of the released BERT-base checkpoints: names, shapes and sizes
+    sd = synthetic_released_state_dict(n_layers, hidden=768)
+    head = convert_hyper_head(sd)
+    assert released_converter(sd).vector_dimensions == [768] * (n_layers + 1) + [1]
+    assert sum(p.numel() for p in head.parameters()) == pytest.approx(head_params, rel=0.01)
 
 
 def test_bert_base_two_layer_head_loads():
@@ -126,7 +125,7 @@ def test_bad_checkpoints(tmp_path):
     with pytest.raises(ValueError, match="reads 8 features"):
         released_converter(broken)
     missing = {k: v for k, v in sd.items() if "value_projections.0" not in k}
-    with pytest.raises(ValueError, match="missing"):
+    with pytest.raises(ValueError, match=r"missing \['value_projections\.0\.bias', 'value_projections\.0\.weight'\]"):
         convert_hyper_head(missing)
     with pytest.raises(ValueError, match="query_encoder.transformer"):
         convert_checkpoint(sd, {"hidden_size": 16}, "unused")
@@ -135,3 +134,54 @@ def test_bad_checkpoints(tmp_path):
         load_released_state_dict(tmp_path)
     with pytest.raises(ValueError, match="only .safetensors"):
         load_released_state_dict(tmp_path / "pytorch_model.bin")
+
+
+def test_a_released_bin_converts_by_the_documented_recipe(tiny_st_model, tmp_path):
+    # the released pytorch_model.bin ties the query and passage BERT: safetensors refuses it as it is
+    bert = {k: v.clone() for k, v in tiny_st_model[0].auto_model.state_dict().items()}
+    torch.save(synthetic_released_state_dict(2, hidden=32, bert_state=bert), tmp_path / "pytorch_model.bin")
+    state = torch.load(tmp_path / "pytorch_model.bin", weights_only=True)
+    with pytest.raises(RuntimeError, match="share memory"):
+        save_file(state, str(tmp_path / "as_is.safetensors"))
+    # the recipe of hydra_st.hypencoder.convert's docstring
+    save_file(
+        {k: v for k, v in state.items() if not k.startswith("passage_encoder.")}, str(tmp_path / "m.safetensors")
+    )
+    model = convert_checkpoint(
+        tmp_path / "m.safetensors", tiny_st_model[0].auto_model.config, tiny_st_model.tokenizer.name_or_path
+    )
+    assert model.converter.vector_dimensions == [32, 32, 32, 1]
+
+
+def test_checkpoints_that_would_convert_wrongly_are_refused(tiny_st_model):
+    bert = {k: v.clone() for k, v in tiny_st_model[0].auto_model.state_dict().items()}
+    sd = synthetic_released_state_dict(2, hidden=32, bert_state=bert)
+    config, tokenizer = tiny_st_model[0].auto_model.config, tiny_st_model.tokenizer.name_or_path
+    # a key no Hypencoder has (another model's head, or a renamed key) is named, not dropped
+    for extra in ("query_encoder.some_new_head.0", "key_projection.3.weight", "extra_top_level"):
+        with pytest.raises(ValueError, match=re.escape(repr(extra))):
+            convert_checkpoint({**sd, extra: torch.zeros(1)}, config, tokenizer)
+    # an untied passage BERT would be dropped: the converted model shares one transformer
+    untied = {k: v + 1 if k.startswith("passage_encoder.") and v.is_floating_point() else v for k, v in sd.items()}
+    with pytest.raises(ValueError, match="passage encoder's BERT differs"):
+        convert_checkpoint(untied, config, tokenizer)
+    # a file that kept only the passage name of the tied BERT converts to the same model
+    passage_only = {k: v for k, v in sd.items() if not k.startswith("query_encoder.transformer.")}
+    a = convert_checkpoint(sd, config, tokenizer).encode_query(["a query"])
+    b = convert_checkpoint(passage_only, config, tokenizer).encode_query(["a query"])
+    assert (a == b).all()
+    # damaged weights
+    nan_head = {
+        **sd,
+        "query_encoder.hyper_base_vectors.0": torch.full_like(sd["query_encoder.hyper_base_vectors.0"], float("nan")),
+    }
+    with pytest.raises(ValueError, match=r"query_encoder\.hyper_base_vectors\.0 holds NaN"):
+        convert_checkpoint(nan_head, config, tokenizer)
+    # a missing last base matrix is named
+    no_last = {k: v for k, v in sd.items() if k != "query_encoder.hyper_base_matrices.2"}
+    with pytest.raises(ValueError, match=r"is 'query_encoder\.hyper_base_matrices\.2' missing"):
+        released_converter(no_last)
+    # a position_ids buffer (saved by some transformers versions) is neither missing nor unexpected
+    position_ids = torch.arange(512)[None]
+    ids = {f"{side}_encoder.transformer.embeddings.position_ids": position_ids for side in ("query", "passage")}
+    assert convert_checkpoint({**sd, **ids}, config, tokenizer).converter.vector_dimensions == [32, 32, 32, 1]
