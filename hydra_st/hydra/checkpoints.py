@@ -303,7 +303,8 @@ def restore_step_state(trainer: HydraTrainer, path: Path, gen: torch.Generator, 
         )
     else:
         try:
-            gen.set_state(rng[rank].contiguous().to(torch.uint8))
+            # a copy: a row of the stacked [processes, n] tensor is a view at an offset, which set_state ignores
+            gen.set_state(rng[rank].to(torch.uint8).clone())
         except RuntimeError as exc:
             raise CheckpointError(f"checkpoint {path}: its view-dropout generator state is damaged ({exc})") from exc
     scaler = getattr(accelerator, "scaler", None)

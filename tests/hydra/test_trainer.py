@@ -123,6 +123,24 @@ def test_checkpoint_carries_the_fp16_gradient_scale_and_each_process_generator(s
     assert torch.equal(other_gen.get_state(), torch.Generator().manual_seed(17).get_state())  # left as seeded
 
 
+def test_every_process_resumes_its_own_view_dropout_generator(setup, tmp_path):
+    """Each process restores its own row of the saved [processes, n] generator state (rank 1 used to read rank 0's
+    bytes, or crash: a row is a view at an offset, which Generator.set_state ignores)."""
+    from types import SimpleNamespace
+
+    model, tasks, prefs = setup
+    trainer = HydraTrainer(model, tasks, prefs, TrainingConfig(epochs=1, batch_size=8, show_progress_bar=False))
+    generators = [torch.Generator().manual_seed(seed) for seed in (3, 20)]
+    for gen in generators:
+        torch.rand(7, generator=gen)  # each process has drawn its own masks
+    trainer._resumed_step_state = (torch.stack([gen.get_state() for gen in generators]), None)
+    for rank, saved in enumerate(generators):
+        process = SimpleNamespace(num_processes=2, process_index=rank, is_main_process=rank == 0, scaler=None)
+        restored = torch.Generator().manual_seed(0)
+        restore_step_state(trainer, tmp_path, restored, process)
+        assert torch.equal(torch.rand(5, generator=restored), torch.rand(5, generator=saved)), rank
+
+
 def test_a_checkpoint_write_that_fails_leaves_the_old_checkpoint_whole(setup, tmp_path, monkeypatch):
     """The checkpoint folder is built aside and renamed into place: a crash after the weights and before
     trainer_state.json keeps the checkpoint that was there, with both its files, and leaves no staging folder."""
