@@ -169,7 +169,23 @@ class HydraTrainer:
         fn, optimizer = accelerator.prepare(fn, optimizer)
         self.head.train()
         world, rank = accelerator.num_processes, accelerator.process_index
-        per_epoch = len(epoch_batches(self.tasks, self.config, 0)) // world
+        batches_per_epoch = len(epoch_batches(self.tasks, self.config, 0))
+        # every process takes the same number of steps (DDP averages one gradient from each): each takes every
+        # world-th batch, and the last batches_per_epoch % world of an epoch are left out
+        per_epoch = batches_per_epoch // world
+        if per_epoch == 0:
+            raise ValueError(
+                f"an epoch has {batches_per_epoch} batch(es), fewer than the {world} processes that would share it: "
+                "lower training.batch_size or run fewer processes"
+            )
+        if batches_per_epoch % world and accelerator.is_main_process:
+            logger.info(
+                "%d of the %d batches of each epoch are left out, so that each of the %d processes takes %d steps",
+                batches_per_epoch % world,
+                batches_per_epoch,
+                world,
+                per_epoch,
+            )
         total = per_epoch * self.config.epochs
         start_epoch = self.global_step // max(1, per_epoch)
         bar = tqdm(

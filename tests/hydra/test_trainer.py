@@ -141,6 +141,36 @@ def test_every_process_resumes_its_own_view_dropout_generator(setup, tmp_path):
         assert torch.equal(torch.rand(5, generator=restored), torch.rand(5, generator=saved)), rank
 
 
+@pytest.mark.parametrize("extra_processes", [0, 1])
+def test_processes_share_an_epochs_batches_and_say_what_is_left_out(setup, monkeypatch, caplog, extra_processes):
+    """Each of N processes takes every N-th batch and the same number of steps: the remainder of an epoch is left
+    out, and said; fewer batches than processes is refused instead of training no step."""
+    import accelerate
+    from accelerate import Accelerator
+
+    from hydra_st.hydra.training_batches import epoch_batches
+
+    model, tasks, prefs = setup
+    cfg = TrainingConfig(epochs=1, batch_size=8, show_progress_bar=False)
+    trainer = HydraTrainer(model, tasks, prefs, cfg)
+    batches = len(epoch_batches(trainer.tasks, cfg, 0))
+    world = batches + 1 if extra_processes else 3  # this process is rank 0 of `world` (others are never started)
+    assert batches > 3 and batches % 3, "the setup should give a number of batches that 3 processes cannot share"
+
+    class SharedAccelerator(Accelerator):
+        num_processes = property(lambda self: world)
+
+    monkeypatch.setattr(accelerate, "Accelerator", SharedAccelerator)  # train() imports it when it runs
+    if extra_processes:
+        with pytest.raises(ValueError, match=f"{batches} batch\\(es\\), fewer than the {world} processes"):
+            trainer.train()
+        return
+    with caplog.at_level("INFO", logger="hydra_st.hydra.trainer"):
+        trainer.train()
+    assert f"{batches % 3} of the {batches} batches of each epoch are left out" in caplog.text
+    assert trainer.global_step == batches // 3
+
+
 def test_a_checkpoint_write_that_fails_leaves_the_old_checkpoint_whole(setup, tmp_path, monkeypatch):
     """The checkpoint folder is built aside and renamed into place: a crash after the weights and before
     trainer_state.json keeps the checkpoint that was there, with both its files, and leaves no staging folder."""
