@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -332,6 +333,17 @@ def _accelerator(config: HypencoderTrainingConfig) -> Any:
     clipping and (fp16) loss scaling."""
     from accelerate import Accelerator
 
+    # the recipe decides device and precision (they are checked before anything loads); a launcher that asks for
+    # another precision (accelerate launch --mixed_precision, or its config file) is overruled, and says so
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if launcher and launcher != config.mixed_precision:
+        logger.warning(
+            "accelerate launch asked for mixed_precision=%s, the recipe says %s: training uses the recipe's (set "
+            "mixed_precision=%s in the recipe or as an override to follow the launcher)",
+            launcher,
+            config.mixed_precision,
+            launcher,
+        )
     accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=config.mixed_precision)
     if accelerator.num_processes > 1:
         raise ValueError(

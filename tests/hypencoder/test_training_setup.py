@@ -177,6 +177,17 @@ def test_fp16_on_the_cpu_is_refused(tiny_st_model):
         _tiny_run(tiny_st_model, mixed_precision="fp16")
 
 
+def test_the_recipe_decides_the_precision_and_says_so_when_the_launcher_differs(monkeypatch, caplog):
+    from hydra_st.hypencoder.training import _accelerator
+
+    # what `accelerate launch --config_file accelerate_single_gpu.yaml` exports
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    with caplog.at_level("WARNING", logger="hydra_st.hypencoder.training"):
+        accelerator = _accelerator(HypencoderTrainingConfig(device="cpu", mixed_precision="no"))
+    assert accelerator.mixed_precision == "no"
+    assert "asked for mixed_precision=bf16, the recipe says no" in caplog.text
+
+
 @pytest.mark.parametrize("variable", ["WORLD_SIZE", "OMPI_COMM_WORLD_SIZE"])
 def test_several_processes_are_refused_before_data_preparation(no_work, monkeypatch, variable):
     monkeypatch.setenv(variable, "2")
