@@ -223,11 +223,17 @@ class HydraTrainer:
                 accelerator.backward(loss)
                 optimizer.step()
                 self.global_step += 1
+                if world > 1:  # every process logs the mean over all processes' batches (a collective: all call it)
+                    values = torch.tensor([float(loss.detach()), *parts.values()], device=device)
+                    loss_mean, *part_means = accelerator.reduce(values, reduction="mean").tolist()
+                    parts = dict(zip(parts, part_means, strict=True))
+                else:
+                    loss_mean = float(loss.detach())
                 record = {
                     "step": self.global_step,
                     "epoch": epoch,
-                    "task": self.tasks[ti].name,
-                    "loss": float(loss.detach()),
+                    "task": self.tasks[ti].name,  # with several processes: the main process's batch
+                    "loss": loss_mean,
                     **parts,
                 }
                 self._record(record)

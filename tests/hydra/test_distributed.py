@@ -30,3 +30,8 @@ def test_two_process_training_saves_one_model(beir_data_dir, minilm, tmp_path):
     assert done.stdout.count("saved to") == 1  # only the main process saves
     summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
     assert summary["steps"] > 0 and (tmp_path / "out" / "model" / "modules.json").is_file()
+    # one line a step, its loss the mean over both processes' batches (the reduce is a collective: no hang)
+    logged = [json.loads(line) for line in (tmp_path / "out" / "training" / "loss_log.jsonl").read_text().splitlines()]
+    steps = [entry for entry in logged if "loss" in entry]
+    assert [entry["step"] for entry in steps] == list(range(1, summary["steps"] + 1))
+    assert all(entry["loss"] == entry["loss"] for entry in steps)  # not NaN
