@@ -6,7 +6,9 @@ For each task (a dataset under the data dir) this assembles:
 * **training queries**: the ``train`` split's queries where the dataset has one (scifact, nfcorpus), with their
   *train* qrels (read only when preferences use ``judged_positives``); otherwise *pseudo-queries* made from the
   corpus (see :func:`pseudo_queries`), without judgments. A query that is evaluated on is never trained on:
-  train-split queries are disjoint from test queries, and pseudo-queries are document texts;
+  train-split query ids are disjoint from test query ids, and no training or dev query repeats the text of a
+  query outside the training splits (:mod:`hydra_st.data.decontamination`: scifact and nfcorpus hold test
+  queries again under train ids, and a pseudo-query made from a title can equal a test query);
 * **dev queries** for early stopping: nfcorpus's ``dev`` split; for scifact a deterministic 10% of its train
   queries (held out of training, judged by the *train* qrels); for the others held-out pseudo-queries whose
   source document is the one relevant answer;
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from hydra_st.data import RetrievalDataset, available_splits, load_dataset, load_dataset_corpus
+from hydra_st.data.decontamination import drop_held_out_repeats, held_out_query_texts
 from hydra_st.data.pseudo_queries import pseudo_queries, stable_fraction
 from hydra_st.settings import resolve_cache_dir
 from hydra_st.utils.hashing import fingerprint_texts
@@ -167,7 +170,9 @@ def build_task(
         n_pseudo: Pseudo-queries per task without a train split (a further 25% are made for dev).
         seed: Seed of the deterministic splits (and of the pseudo-queries).
         with_test: Load the test split and its qrels, for the evaluation step and for the check that no training
-            query is a test query; ``False`` reads no test data at all (the ``test`` query set stays empty).
+            query is a test query; ``False`` reads no test qrels (the ``test`` query set stays empty). Either way
+            ``queries.jsonl`` is read so that no training or dev query repeats the text of a query outside the
+            training splits (:mod:`hydra_st.data.decontamination`).
 
     Returns:
         The task's :class:`TaskData`.
@@ -204,7 +209,21 @@ def build_task(
         dev_q = {q: pq[q] for q in ids[n_train:]}
         dev_qrels = {q: {src[q]: 1} for q in dev_q}
         train_qrels = {}
-        source = f"{len(train_q)} pseudo-queries (title or first sentence of seeded-random documents)"
+        source = "pseudo-queries (title or first sentence of seeded-random documents)"
+    # a training or dev query that repeats the text of a query outside the training splits (the same test query
+    # under another id, or a pseudo-query equal to one) is left out: ids alone do not keep test queries out
+    held_out = held_out_query_texts(name, [*train_q, *dev_q], data_dir)
+    train_q, dropped = drop_held_out_repeats(train_q, held_out)
+    dev_q, dropped_dev = drop_held_out_repeats(dev_q, held_out)
+    train_qrels = {q: r for q, r in train_qrels.items() if q in train_q}
+    dev_qrels = {q: dev_qrels[q] for q in dev_q}
+    if "train" not in splits:
+        source = f"{len(train_q)} {source}"
+    if dropped or dropped_dev:
+        logger.info(
+            "%s: left out %s training and %s dev queries that repeat a held-out query", name, dropped, dropped_dev
+        )
+        source += f"; {len(dropped) + len(dropped_dev)} left out as repeats of a held-out query's text"
     if test_ds is not None:
         overlap = set(train_q) & set(test_ds.judged_queries)
         if overlap:

@@ -88,6 +88,7 @@ def build_teacher_examples(
     and rebuilt.
     """
     from hydra_st.data import load_dataset, load_dataset_corpus
+    from hydra_st.data.decontamination import drop_held_out_repeats, held_out_query_texts
     from hydra_st.data.pseudo_queries import pseudo_queries
     from hydra_st.settings import DEFAULT_BASE_MODEL, resolve_cache_dir
     from hydra_st.teachers import BM25Teacher, DenseTeacher, reciprocal_rank_fusion
@@ -107,6 +108,11 @@ def build_teacher_examples(
         query_texts = {q: query.text for q, query in ds.judged_queries.items()}
         relevant = {q: ds.relevant(q) for q in query_texts}
         doc_ids, doc_texts = ds.doc_ids, ds.doc_texts
+    # a training query that repeats the text of a query outside this split (the same test query under another id,
+    # or a pseudo-query equal to one) is left out: ids alone do not keep test queries out of training
+    query_texts, dropped = drop_held_out_repeats(query_texts, held_out_query_texts(name, query_texts, data_dir))
+    if dropped:
+        logger.info("%s/%s: left out %d queries that repeat a held-out query: %s", name, split, len(dropped), dropped)
     qids = sorted(query_texts)
     if max_queries is not None:
         qids = qids[:max_queries]
