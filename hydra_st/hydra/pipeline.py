@@ -47,8 +47,9 @@ class PipelineConfig:
 
     Args:
         tasks: Dataset names (folders under the data dir) to train and evaluate on.
-        out_dim: Head output dimension (384 with an identity-initialised W0: measured, a PCA-initialised 256-d
-            head is below the base model on 4-6 of 8 tasks; see evaluation/results/hydra_findings.md).
+        out_dim: Head output dimension (384 with an identity-initialised W0: a PCA-initialised 256-d head was below
+            the base model on 4-6 of 8 tasks, measured on test in evaluation/hydra_ablation.py; see
+            evaluation/results/hydra_findings.md).
         rank: Rank of the card-dependent update.
         n_pseudo: Pseudo-queries per task without a train split.
         preferences: Pair sampling.
