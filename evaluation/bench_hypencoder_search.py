@@ -47,6 +47,7 @@ from hydra_st.cli.common import add_data_args  # noqa: E402
 from hydra_st.data import DatasetFormatError, load_dataset  # noqa: E402
 from hydra_st.hypencoder import Hypencoder  # noqa: E402
 from hydra_st.retrieval import FaissIndex, GraphSearcher, build_neighbor_graph, exhaustive_search  # noqa: E402
+from hydra_st.retrieval.exhaustive import search_chunk_size  # noqa: E402
 from hydra_st.retrieval.graph import add_reverse_edges, index_entry_points, recall_at_k  # noqa: E402
 from hydra_st.settings import set_default_dirs  # noqa: E402
 from hydra_st.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: E402
@@ -143,7 +144,9 @@ def bench_size(
     conv = model.converter
     nq = args.queries if n < 1_000_000 else max(2, args.queries // 4)
     q = qnets[:nq]
-    chunk = args.chunk_size
+    # what exhaustive_search would choose for one query (the package default), unless --chunk-size says otherwise;
+    # the matmul ceiling below runs with the same chunks
+    chunk = args.chunk_size or search_chunk_size(conv.score, 1, docs)
     row: dict = {"n": n, "source": source, "num_queries": nq, "chunk_size": chunk}
     # warm-up, then per-query exhaustive q-net scoring
     exhaustive_search(q[:1], docs[: min(n, 20_000)], top_k=10, scorer=conv.score, chunk_size=chunk)
@@ -391,7 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--graph-max", type=int, default=100_000, help="largest N with a neighbour graph")
     parser.add_argument("--hnsw-max", type=int, default=100_000, help="largest N with a faiss HNSW baseline")
     parser.add_argument(
-        "--chunk-size", type=int, default=65_536, help="documents per exhaustive-search chunk (default: 65536)"
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="documents per exhaustive-search chunk (default: exhaustive_search's own choice, search_chunk_size)",
     )
     parser.add_argument(
         "--out",

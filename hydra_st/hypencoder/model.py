@@ -223,6 +223,11 @@ class Hypencoder(SentenceTransformer):
         """The q-net converter (shapes + batched scoring)."""
         return self.hyper_head.converter
 
+    @property
+    def activation_width(self) -> int:
+        """The q-net's widest hidden layer (see :attr:`QNetConverter.activation_width`), for search chunk sizes."""
+        return self.converter.activation_width
+
     def reference_base(self, model_id: str) -> None:
         """Save the (frozen, shared) transformer as a reference to ``model_id`` instead of copying its weights."""
         if not isinstance(self[0], Transformer):

@@ -179,6 +179,15 @@ class QNetConverter:
         return len(self.vector_dimensions) - 2
 
     @property
+    def activation_width(self) -> int:
+        """Widest hidden layer: each scored document has this many activations in flight (1 for an inner product).
+
+        :func:`~hydra_st.retrieval.exhaustive_search` sizes its CPU chunks by it, so that a chunk's activations stay
+        in cache through the elementwise passes (ReLU, LayerNorm, residual).
+        """
+        return max(self.vector_dimensions[1:-1], default=1)
+
+    @property
     def num_parameters(self) -> int:
         """Length of the flat parameter vector of one q-net."""
         n = sum(i * o for i, o in self.weight_shapes) + sum(self.bias_shapes)

@@ -182,6 +182,34 @@ def default_chunk_size(num_queries: int, max_elements: int = 2**26, hidden: int 
     return max(1, max_elements // max(1, num_queries * hidden))
 
 
+CPU_ACTIVATION_BLOCK = 2**21
+"""Floats of one chunk's ``[queries, documents, width]`` activations on a CPU (8 MB): small enough for the
+elementwise passes of a q-net (ReLU, LayerNorm, residual) to run from cache. Measured on 2 cores, 100k documents:
+30-37% less time per query than 256 MB blocks, for 1 and for 64 queries at a time."""
+
+MIN_CHUNK = 256
+"""Fewest documents per chunk: below it the per-chunk top-k merge costs more than cache misses save."""
+
+
+def search_chunk_size(scorer: Scorer, num_queries: int, docs: Any, device: str | torch.device = "cpu") -> int:
+    """The default documents per chunk of :func:`exhaustive_search` for ``scorer``.
+
+    A scorer whose owner reports an ``activation_width`` above 1 (a q-net's :class:`~hydra_st.hypencoder.QNetConverter`
+    or :class:`~hydra_st.hypencoder.Hypencoder`) gets, on a CPU, chunks whose activations fit
+    :data:`CPU_ACTIVATION_BLOCK`. Anything else (an inner product, whose large chunks make large efficient GEMMs),
+    and every scorer on an accelerator, keeps blocks of about 256 MB.
+
+    Example:
+        >>> import torch
+        >>> search_chunk_size(dot_scorer, 64, torch.zeros(10, 384))
+        2730
+    """
+    width = getattr(getattr(scorer, "__self__", None), "activation_width", None)
+    if isinstance(width, int) and width > 1 and torch.device(device).type == "cpu":
+        return max(MIN_CHUNK, default_chunk_size(num_queries, CPU_ACTIVATION_BLOCK, hidden=width))
+    return default_chunk_size(num_queries, hidden=_hidden_width(docs))
+
+
 @torch.inference_mode()
 def exhaustive_search(
     queries: Tensor | np.ndarray,
@@ -200,7 +228,8 @@ def exhaustive_search(
         docs: ``[N, d]`` document vectors (tensor, array or memmap).
         top_k: results per query (clipped to the corpus size).
         scorer: ``scorer(queries, docs_chunk) -> [Bq, Nc]``.
-        chunk_size: documents per chunk; default keeps each block of scores/activations around 256 MB.
+        chunk_size: documents per chunk; the default (:func:`search_chunk_size`) keeps a q-net's activations in
+            cache on a CPU, and other scorers' blocks of scores around 256 MB.
         query_batch_size: queries scored together.
         device: where scoring runs (``"cuda"`` moves each chunk there).
         show_progress_bar: tqdm over chunks.
@@ -233,7 +262,7 @@ def exhaustive_search(
     k = min(top_k, n_docs)
     if len(q_all) == 0:  # no query, no result: an empty [0, k] answer rather than a failed torch.cat
         return torch.empty(0, k, device=q_all.device), torch.empty(0, k, dtype=torch.long, device=q_all.device)
-    chunk = chunk_size or default_chunk_size(min(query_batch_size, len(q_all)), hidden=_hidden_width(docs))
+    chunk = chunk_size or search_chunk_size(scorer, min(query_batch_size, len(q_all)), docs, q_all.device)
     out_scores, out_idx = [], []
     starts = range(0, n_docs, chunk)
     for qs in range(0, len(q_all), query_batch_size):

@@ -89,3 +89,25 @@ def test_dense_run_is_the_function_hydra_uses():
     from hydra_st.retrieval import dense_run
 
     assert preferences.dense_run is dense_run and evaluate.dense_run is dense_run
+
+
+def test_a_qnet_scorer_gets_cache_sized_chunks_on_a_cpu_and_the_same_results():
+    from hydra_st.hypencoder import QNetConverter
+    from hydra_st.retrieval.exhaustive import CPU_ACTIVATION_BLOCK, MIN_CHUNK, dot_scorer, search_chunk_size
+
+    conv = QNetConverter([16, 32, 8, 1], linear_skip=True)
+    docs = torch.randn(5000, 16, generator=torch.Generator().manual_seed(0))
+    assert conv.activation_width == 32 and QNetConverter([16, 1]).activation_width == 1
+    assert search_chunk_size(conv.score, 1, docs) == CPU_ACTIVATION_BLOCK // 32
+    assert search_chunk_size(conv.score, 10**6, docs) == MIN_CHUNK
+    # an inner product keeps the large blocks that make large GEMMs, and so does any scorer on an accelerator
+    assert search_chunk_size(dot_scorer, 1, docs) == 2**26 // 16
+    assert search_chunk_size(conv.score, 1, docs, device="cuda") == 2**26 // 16
+    # a wide q-net gets chunks of MIN_CHUNK documents here: the default scans 20 chunks, with the same top-k
+    wide = QNetConverter([16, 4096, 1], linear_skip=True)
+    assert search_chunk_size(wide.score, 2, docs) == MIN_CHUNK
+    params = torch.randn(3, wide.num_parameters, generator=torch.Generator().manual_seed(1)) * 0.05
+    by_default = exhaustive_search(params, docs, top_k=7, scorer=wide.score, query_batch_size=2)
+    one_chunk = exhaustive_search(params, docs, top_k=7, scorer=wide.score, chunk_size=len(docs))
+    assert torch.equal(by_default[1], one_chunk[1])
+    torch.testing.assert_close(by_default[0], one_chunk[0])
