@@ -184,7 +184,7 @@ def default_chunk_size(num_queries: int, max_elements: int = 2**26, hidden: int 
 
 CPU_ACTIVATION_BLOCK = 2**21
 """Floats of one chunk's ``[queries, documents, width]`` activations on a CPU (8 MB): small enough for the
-elementwise passes of a q-net (ReLU, LayerNorm, residual) to run from cache. Measured on 2 cores, 100k documents:
+elementwise passes of a q-net (ReLU, LayerNorm, residual) to run from cache. Measured with one thread, 100k documents:
 30-37% less time per query than 256 MB blocks, for 1 and for 64 queries at a time."""
 
 MIN_CHUNK = 256
