@@ -95,7 +95,8 @@ are open.{default}"""
 
 _DEFAULT_RULE_NOTE = """ hydra_st's default rule is `confident` (open only when the one-sided 95% lower bound of
 the mean per-query dev gain is above 0), chosen on held-out halves of the dev queries without test data: see
-`evaluation/results/hydra_gate_rule.md` in the hydra_st repository."""
+`evaluation/results/hydra_gate_rule.md` in the hydra_st repository (re-run without repeated test queries, that study
+no longer separates the two rules: `hydra_gate_rule_decontaminated.md`)."""
 
 
 def gate_rule_note(training_info: dict[str, Any]) -> str:
