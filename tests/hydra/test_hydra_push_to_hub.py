@@ -45,7 +45,9 @@ def test_the_published_hydra_pushed_again_keeps_its_card_records_and_base_model(
     expected = expected.replace('"hydra-st/hydra-minilm-l6"', '"someone/hydra-copy"')
     expected = expected.replace("# hydra-minilm-l6\n", "# hydra-copy\n", 1)
     assert (uploaded / "README.md").read_text(encoding="utf-8") == expected
-    assert "hydra-st/hydra-minilm-l6" not in expected and "## Limitations" in expected  # the equality pins its measured text
+    assert (
+        "hydra-st/hydra-minilm-l6" not in expected and "## Limitations" in expected
+    )  # the equality pins its measured text
 
 
 def test_a_changed_hydra_loaded_by_hub_id_names_its_base_not_itself(tiny_hydra, tmp_path, monkeypatch, fake_hub):
