@@ -85,6 +85,19 @@ def card_base_model(card_text: str | None) -> str | None:
     return hub_model_id(base)
 
 
+def base_model_fields(base: str | None) -> dict[str, str]:
+    """The template fields of a card's base model: ``base_model`` (as its text names it) and ``base_model_line``
+    (the front-matter line, empty when no Hub id is known: the Hub would link the card to a wrong model).
+
+    Example:
+        >>> base_model_fields(None)
+        {'base_model': '(a local model with no recorded Hub id)', 'base_model_line': ''}
+    """
+    if not base:
+        return {"base_model": "(a local model with no recorded Hub id)", "base_model_line": ""}
+    return {"base_model": f"`{base}`", "base_model_line": f"base_model: {base}\n"}
+
+
 def retarget_card(card_text: str, model_class: str, model_id: str) -> str:
     """``card_text`` with the repository it names replaced by ``model_id``: its ``# title`` and every quoted
     occurrence of the id its ``model = <model_class>("...")`` usage line loads (``SentenceTransformer(...)`` too).

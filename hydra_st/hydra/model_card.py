@@ -235,6 +235,7 @@ def write_model_card(
     in ``path`` when those exist (the trainer and the quickstart write them); ``limitations`` to a generic
     paragraph (the pipeline passes :func:`measured_limitations` of its evaluation).
     """
+    from hydra_st.hub.model_cards import base_model_fields
     from hydra_st.utils.io import atomic_write_text
 
     path = Path(path)
@@ -253,11 +254,9 @@ def write_model_card(
     if evaluation is None:
         res = path / "hydra_results.md"
         evaluation = res.read_text(encoding="utf-8") if res.is_file() else "Not evaluated yet."
-    # a base known only as a local folder gets no base_model metadata: the Hub would link the card to a wrong model
-    shown = f"`{base_model}`" if base_model else "(a local model with no recorded Hub id)"
+    base = base_model_fields(base_model)
     text = _TEMPLATE.format(
-        base_model=shown,
-        base_model_line=f"base_model: {base_model}\n" if base_model else "",
+        **base,
         model_name=(model_name or path.name).rstrip("/").split("/")[-1],
         in_dim=head.in_dim,
         out_dim=head.out_dim,
@@ -265,7 +264,7 @@ def write_model_card(
         trainable=f"{head.trainable_parameter_count():,}",
         path_hint=model_name or str(path),
         gate=_GATE_NOTE.format(rule=gate_rule_note(training_info)) if getattr(head, "gated", False) else "",
-        no_card=_NO_CARD_IS_BASE.format(base_model=shown) if generic_head_is_base(head) else "",
+        no_card=_NO_CARD_IS_BASE.format(base_model=base["base_model"]) if generic_head_is_base(head) else "",
         training=training,
         evaluation=evaluation,
         limitations=limitations or _GENERIC_LIMITATIONS,

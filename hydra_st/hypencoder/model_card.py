@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hydra_st.hub.model_cards import hub_model_id, transformer_base_id
+from hydra_st.hub.model_cards import base_model_fields, hub_model_id, transformer_base_id
 from hydra_st.hypencoder.base_reference import BaseModelReference
 from hydra_st.hypencoder.config_checks import RUN_MECHANICS
 from hydra_st.utils.io import atomic_write_json, atomic_write_text
@@ -209,8 +209,7 @@ def render_model_card(
         evaluation = "No evaluation recorded."
     return TEMPLATE.format(
         title=Path(model_id).name,
-        base_model=f"`{base}`" if base else "a local base model (no recorded Hub id)",
-        base_model_line=f"base_model: {base}\n" if base else "",
+        **base_model_fields(base),
         doc_dim=conv.input_dim,
         transformer=type(transformers[0].auto_model).__name__ if transformers else "?",
         trainable="fine-tuned" if trainable else "frozen",
